@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Export torchvision's DenseNet-121 as a traced, frozen TorchScript file.
+
+Driven by scripts/export-model.ts (which decides the weights source, checks idempotency and
+writes the model card). This script only builds, loads weights, traces, freezes, saves and
+verifies; it prints one JSON object on stdout with what the card needs. Errors go to stderr as
+one "ERROR: ..." line and exit code 2 so the caller can show them as they are.
+
+Usage:
+  export.py --out PATH --weights {random,imagenet,file} [--seed N] [--weights-file F]
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+
+
+def fail(msg: str) -> None:
+    print(f"ERROR: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+# torchvision's old checkpoints name layers 'norm.1' etc.; '.' is no longer allowed in module
+# names, so torchvision's own _load_state_dict remaps them. Do the same for local files.
+OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def remap_state_dict(sd):
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("module."):  # saved from DataParallel / DDP
+            key = key[len("module."):]
+        m = OLD_KEY.match(key)
+        out[m.group(1) + m.group(2) if m else key] = value
+    return out
+
+
+def load_weights_file(torch, model, path: str) -> None:
+    if not os.path.isfile(path):
+        fail(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises many types for corrupt files
+        fail(f"cannot read weights file {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+             " (expected a PyTorch checkpoint saved with torch.save(model.state_dict(), ...))")
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        fail(f"weights file {path} does not hold a state_dict (a dict of tensor names to tensors)")
+    try:
+        model.load_state_dict(remap_state_dict(obj))
+    except RuntimeError as e:
+        fail(f"weights file {path} does not fit densenet121: {str(e).strip()[:800]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--weights", choices=["random", "imagenet", "file"], required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights-file")
+    ap.add_argument("--download-timeout", type=float, default=60.0)
+    args = ap.parse_args()
+
+    import torch
+    import torchvision
+    from torchvision.models import DenseNet121_Weights, densenet121
+
+    meta_weights = DenseNet121_Weights.IMAGENET1K_V1
+    torch.manual_seed(args.seed)
+    if args.weights == "imagenet":
+        # urllib has no timeout by default: an unreachable host would hang the export.
+        socket.setdefaulttimeout(args.download_timeout)
+        try:
+            model = densenet121(weights=meta_weights)
+        except Exception as e:
+            fail(f"could not download the ImageNet weights ({meta_weights.url}): {type(e).__name__}: {e}. "
+                 "Without internet use --weights random (seeded, untrained) or --weights-file path.pth "
+                 f"(or put the file into {torch.hub.get_dir()}/checkpoints/).")
+    else:
+        model = densenet121(weights=None)
+        if args.weights == "file":
+            if not args.weights_file:
+                fail("--weights file needs --weights-file PATH")
+            load_weights_file(torch, model, args.weights_file)
+    model.eval()
+
+    example = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1234))
+    check2 = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(4321))
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+        frozen = torch.jit.freeze(traced.eval())
+        tmp = args.out + ".tmp"
+        torch.jit.save(frozen, tmp)
+        # Reload and prove the saved file works, including N > 1 (batch dimension not baked in).
+        loaded = torch.jit.load(tmp, map_location="cpu")
+        loaded.eval()
+        ref1, ref2 = model(example), model(check2)
+        out1, out2 = loaded(example), loaded(check2)
+        if tuple(out2.shape) != (2, 1000):
+            os.remove(tmp)
+            fail(f"reloaded model gave shape {tuple(out2.shape)} for a batch of 2, expected (2, 1000)")
+        diff = max((out1 - ref1).abs().max().item(), (out2 - ref2).abs().max().item())
+        if diff > 1e-3:
+            os.remove(tmp)
+            fail(f"traced+frozen model differs from eager by {diff:g}")
+    os.replace(tmp, args.out)
+
+    t = meta_weights.transforms()  # torchvision's own preprocessing for these weights
+    print(json.dumps({
+        "resize": int(t.resize_size[0]),
+        "crop": int(t.crop_size[0]),
+        "mean": [float(x) for x in t.mean],
+        "std": [float(x) for x in t.std],
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "labels": list(meta_weights.meta["categories"]),
+        "max_abs_diff_vs_eager": diff,
+        "batch2_shape": list(out2.shape),
+    }))
+
+
+if __name__ == "__main__":
+    main()
