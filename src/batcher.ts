@@ -1,0 +1,276 @@
+/**
+ * Dynamic batching: images from concurrent requests are coalesced into one forward (up to
+ * maxBatch), results are split back to their requests. A bounded queue gives backpressure
+ * (QUEUE_FULL, 503 + Retry-After) and each request has a deadline (REQUEST_TIMEOUT, 503).
+ *
+ * Policy: one forward in flight at a time (the addon runs all torch work on one thread anyway, so
+ * a second forward would only wait there where it cannot join a batch). While it runs, arrivals
+ * queue up and form the next batch as soon as it finishes. When the model is idle, a partial
+ * batch waits at most windowMs for company; a full batch goes at once.
+ */
+import { AppError } from './errors.js';
+
+/** Runs one batch: `input` holds `batch` images back to back; resolves `batch * numClasses` logits. */
+export type BatchForward = (input: Float32Array, batch: number) => Promise<Float32Array>;
+
+export type RejectReason = 'queue_full' | 'timeout' | 'shutting_down';
+
+/** Hooks for metrics; the batcher knows nothing about Prometheus. */
+export interface BatchObserver {
+  queueWait?(seconds: number): void;
+  batch?(images: number, paddedTo: number, computeSeconds: number): void;
+  depth?(queuedImages: number): void;
+  inFlight?(images: number): void;
+  rejected?(reason: RejectReason, images: number): void;
+}
+
+export interface BatcherOptions {
+  forward: BatchForward;
+  maxBatch: number;
+  windowMs: number;
+  queueLimit: number;
+  /** Floats per image (3*224*224). */
+  imageSize: number;
+  numClasses: number;
+  /** Default per-request deadline (queue wait + compute). */
+  timeoutMs: number;
+  /**
+   * Batch sizes the model is run at (ascending, last = maxBatch). A batch of n images is padded
+   * with zero images up to the smallest size >= n. Default: every size 1..maxBatch (no padding).
+   */
+  batchSizes?: readonly number[];
+  observer?: BatchObserver;
+}
+
+interface Pending {
+  images: Float32Array[];
+  results: (Float32Array | undefined)[];
+  remaining: number;
+  settled: boolean;
+  timer: NodeJS.Timeout | undefined;
+  resolve(v: Float32Array[]): void;
+  reject(e: unknown): void;
+}
+
+interface Entry {
+  req: Pending;
+  index: number;
+  enqueuedAt: number;
+}
+
+export class Batcher {
+  private readonly queue: Entry[] = [];
+  private queued = 0; // live (unsettled) queued images; dead entries are skipped lazily
+  private running = 0;
+  private runningImages = 0;
+  private windowTimer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  private closing = false;
+  private idleWaiters: (() => void)[] = [];
+  private lastSecondsPerImage = 0.05;
+  readonly batchSizes: readonly number[];
+
+  constructor(private readonly opts: BatcherOptions) {
+    if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError('maxBatch must be >= 1');
+    const sizes = opts.batchSizes ?? Array.from({ length: opts.maxBatch }, (_, i) => i + 1);
+    const sorted = [...new Set(sizes)].filter((s) => s >= 1 && s <= opts.maxBatch).sort((a, b) => a - b);
+    if (sorted[sorted.length - 1] !== opts.maxBatch) sorted.push(opts.maxBatch);
+    this.batchSizes = sorted;
+  }
+
+  /** Images waiting (not yet in a forward). */
+  get depth(): number {
+    return this.queued;
+  }
+
+  /** Images in the forward that is running now. */
+  get inFlight(): number {
+    return this.runningImages;
+  }
+
+  /** Seconds a newly queued image would roughly wait: the Retry-After hint. */
+  retryAfterSeconds(): number {
+    const work = (this.queued + this.runningImages) * this.lastSecondsPerImage;
+    return Math.min(30, Math.max(1, Math.ceil(work)));
+  }
+
+  /**
+   * Queue `images` (each imageSize floats) for inference; resolves one logits array per image,
+   * in order. All-or-nothing admission: a request that does not fit the queue is rejected whole.
+   */
+  submit(images: readonly Float32Array[], options: { timeoutMs?: number } = {}): Promise<Float32Array[]> {
+    if (images.length === 0) return Promise.resolve([]);
+    for (const img of images) {
+      if (img.length !== this.opts.imageSize) {
+        return Promise.reject(new RangeError(`image has ${img.length} floats, expected ${this.opts.imageSize}`));
+      }
+    }
+    if (this.closing) {
+      this.opts.observer?.rejected?.('shutting_down', images.length);
+      return Promise.reject(new AppError('SHUTTING_DOWN', 503, 'the server is shutting down', { headers: { 'retry-after': '1' } }));
+    }
+    if (this.queued + images.length > this.opts.queueLimit) {
+      this.opts.observer?.rejected?.('queue_full', images.length);
+      return Promise.reject(
+        new AppError('QUEUE_FULL', 503, `inference queue is full (${this.queued} of ${this.opts.queueLimit} images waiting); retry later`, {
+          headers: { 'retry-after': String(this.retryAfterSeconds()) },
+        }),
+      );
+    }
+    return new Promise<Float32Array[]>((resolve, reject) => {
+      const req: Pending = {
+        images: [...images],
+        results: new Array(images.length),
+        remaining: images.length,
+        settled: false,
+        timer: undefined,
+        resolve,
+        reject,
+      };
+      const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
+      req.timer = setTimeout(() => this.expire(req, timeoutMs), timeoutMs);
+      const now = performance.now();
+      for (let i = 0; i < images.length; i++) this.queue.push({ req, index: i, enqueuedAt: now });
+      this.queued += images.length;
+      this.opts.observer?.depth?.(this.queued);
+      this.schedule();
+    });
+  }
+
+  /** Stop accepting; resolves once nothing is queued or running. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.queued === 0 && this.running === 0) return;
+    await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  private expire(req: Pending, timeoutMs: number): void {
+    if (req.settled) return;
+    const waiting = this.dropQueued(req);
+    this.opts.observer?.rejected?.('timeout', req.images.length);
+    this.settle(req, new AppError('REQUEST_TIMEOUT', 503, `inference did not finish within ${timeoutMs} ms (server overloaded); retry later`, {
+      headers: { 'retry-after': String(this.retryAfterSeconds()) },
+    }));
+    if (waiting > 0) this.opts.observer?.depth?.(this.queued);
+    this.checkIdle();
+  }
+
+  /** Count the request's still-queued images out of the live depth; entries are skipped at dispatch. */
+  private dropQueued(req: Pending): number {
+    let n = 0;
+    for (const e of this.queue) if (e.req === req) n++;
+    this.queued -= n;
+    return n;
+  }
+
+  private settle(req: Pending, error?: unknown): void {
+    if (req.settled) return;
+    req.settled = true;
+    clearTimeout(req.timer);
+    if (error !== undefined) req.reject(error);
+    else req.resolve(req.results as Float32Array[]);
+  }
+
+  private schedule(): void {
+    if (this.running > 0 || this.queued === 0) return;
+    if (this.queued >= this.opts.maxBatch) {
+      this.dispatch();
+    } else if (this.opts.windowMs <= 0) {
+      // Let requests that arrive in the same event-loop turn share the forward.
+      this.immediate ??= setImmediate(() => {
+        this.immediate = undefined;
+        this.dispatch();
+      });
+    } else {
+      this.windowTimer ??= setTimeout(() => {
+        this.windowTimer = undefined;
+        this.dispatch();
+      }, this.opts.windowMs);
+    }
+  }
+
+  private dispatch(): void {
+    if (this.windowTimer) {
+      clearTimeout(this.windowTimer);
+      this.windowTimer = undefined;
+    }
+    if (this.immediate) {
+      clearImmediate(this.immediate);
+      this.immediate = undefined;
+    }
+    if (this.running > 0) return;
+    const batch: Entry[] = [];
+    while (batch.length < this.opts.maxBatch && this.queue.length > 0) {
+      const e = this.queue.shift()!;
+      if (e.req.settled) continue; // timed out while waiting: already counted out
+      batch.push(e);
+    }
+    if (batch.length === 0) {
+      this.checkIdle();
+      return;
+    }
+    this.queued -= batch.length;
+    this.opts.observer?.depth?.(this.queued);
+    const n = batch.length;
+    const padded = this.batchSizes.find((s) => s >= n) ?? n;
+    const size = this.opts.imageSize;
+    const input = new Float32Array(padded * size); // zero-filled: padding rows stay 0
+    const now = performance.now();
+    for (let i = 0; i < n; i++) {
+      const e = batch[i]!;
+      input.set(e.req.images[e.index]!, i * size);
+      this.opts.observer?.queueWait?.((now - e.enqueuedAt) / 1000);
+    }
+    this.running++;
+    this.runningImages = n;
+    this.opts.observer?.inFlight?.(n);
+    const started = performance.now();
+    let forwardPromise: Promise<Float32Array>;
+    try {
+      forwardPromise = this.opts.forward(input, padded);
+    } catch (err) {
+      forwardPromise = Promise.reject(err);
+    }
+    forwardPromise.then(
+      (logits) => this.finish(batch, padded, started, logits, undefined),
+      (err: unknown) => this.finish(batch, padded, started, undefined, err),
+    );
+  }
+
+  private finish(batch: Entry[], padded: number, started: number, logits: Float32Array | undefined, err: unknown): void {
+    const seconds = (performance.now() - started) / 1000;
+    this.running--;
+    this.runningImages = 0;
+    this.opts.observer?.inFlight?.(0);
+    const k = this.opts.numClasses;
+    if (logits !== undefined && logits.length !== padded * k) {
+      err = new AppError('INFERENCE_FAILED', 500, `model returned ${logits.length} values, expected ${padded * k}`);
+      logits = undefined;
+    }
+    if (logits !== undefined) {
+      this.lastSecondsPerImage = seconds / batch.length;
+      this.opts.observer?.batch?.(batch.length, padded, seconds);
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i]!;
+        if (e.req.settled) continue;
+        e.req.results[e.index] = logits.slice(i * k, (i + 1) * k);
+        if (--e.req.remaining === 0) this.settle(e.req);
+      }
+    } else {
+      const error =
+        err instanceof AppError ? err : new AppError('INFERENCE_FAILED', 500, `inference failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      for (const e of batch) this.settle(e.req, error);
+    }
+    // Queued images have waited a whole forward already: run the next batch now.
+    if (this.queued > 0) this.dispatch();
+    else this.checkIdle();
+  }
+
+  private checkIdle(): void {
+    if (this.queued === 0 && this.running === 0 && this.idleWaiters.length > 0) {
+      // Dead entries may linger in the array; they carry nothing.
+      this.queue.length = 0;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * What the HTTP layer needs from the inference core. The real one (load.ts) wraps Model, the
+ * model card and preprocess(); tests inject a small fake so routes and batching can be tested
+ * without libtorch.
+ */
+import type { ModelCard } from '../card.js';
+
+export interface BackendInfo {
+  device: string;
+  torchVersion: string;
+  threads: number;
+  precision: string;
+  optimizations: string[];
+  loadSeconds: number;
+  /** C, H, W of one input image. */
+  inputShape: readonly [number, number, number];
+  numClasses: number;
+}
+
+export interface InferenceBackend {
+  readonly card: ModelCard;
+  readonly info: BackendInfo;
+  /** Image bytes -> normalised CHW floats. Rejects with AppError (4xx) for bad images. */
+  preprocess(image: Uint8Array): Promise<Float32Array>;
+  /** `batch` images back to back -> batch * numClasses logits. */
+  forward(input: Float32Array, batch: number): Promise<Float32Array>;
+  /** Runs forwards at each batch size; resolves seconds spent. */
+  warmup(batchSizes: readonly number[]): Promise<number>;
+  dispose(): void;
+}

@@ -1,0 +1,67 @@
+/**
+ * One error shape for every failure: {"error", "code", "message"} with the right status.
+ * AppErrors carry their own status/code/headers; Fastify's and @fastify/multipart's coded errors
+ * are mapped here, in one table, so routes never translate strings.
+ */
+import { STATUS_CODES } from 'node:http';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, isAppError } from '../errors.js';
+
+export interface ErrorBody {
+  error: string;
+  code: string;
+  message: string;
+}
+
+/** Framework error code -> [status, our code]. */
+const FRAMEWORK_CODES: Record<string, [number, string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'BODY_TOO_LARGE'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'INVALID_CONTENT_LENGTH'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'INVALID_JSON'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'INVALID_JSON'],
+  FST_ERR_VALIDATION: [400, 'INVALID_REQUEST'],
+  FST_REQ_FILE_TOO_LARGE: [413, 'FILE_TOO_LARGE'],
+  FST_FILES_LIMIT: [413, 'TOO_MANY_FILES'],
+  FST_PARTS_LIMIT: [413, 'TOO_MANY_PARTS'],
+  FST_FIELDS_LIMIT: [413, 'TOO_MANY_FIELDS'],
+  FST_PROTO_VIOLATION: [400, 'INVALID_MULTIPART'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+  FST_INVALID_JSON_FIELD_ERROR: [400, 'INVALID_MULTIPART'],
+};
+
+export function toAppError(err: unknown): AppError {
+  if (isAppError(err)) return err;
+  const e = err as Partial<FastifyError> & { message?: string; status?: number };
+  const mapped = e?.code ? FRAMEWORK_CODES[e.code] : undefined;
+  if (mapped) return new AppError(mapped[1], mapped[0], e.message ?? mapped[1], { cause: err });
+  if (err instanceof SyntaxError) return new AppError('INVALID_JSON', 400, `invalid JSON body: ${err.message}`, { cause: err });
+  const status = e?.statusCode ?? e?.status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new AppError(e.code && /^[A-Z_]+$/.test(e.code) ? e.code : 'BAD_REQUEST', status, e.message ?? 'bad request', { cause: err });
+  }
+  // Busboy's parse errors are plain Errors thrown while reading a malformed body.
+  if (err instanceof Error && /multipart|boundary|Unexpected end of form|Malformed part header/i.test(err.message)) {
+    return new AppError('INVALID_MULTIPART', 400, `malformed multipart body: ${err.message}`, { cause: err });
+  }
+  return new AppError('INTERNAL', 500, 'internal server error', { cause: err });
+}
+
+export function errorBody(err: AppError, style: 'default' | 'v2' = 'default'): ErrorBody {
+  // KServe v2 says {"error": "<message>"}; elsewhere "error" is the status phrase.
+  const error = style === 'v2' ? err.message : (STATUS_CODES[err.statusCode] ?? 'Error');
+  return { error, code: err.code, message: err.message };
+}
+
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  const appErr = toAppError(err);
+  if (appErr.statusCode >= 500 && appErr.statusCode !== 503) {
+    request.log.error({ err: appErr.cause ?? appErr }, 'request failed');
+  } else {
+    request.log.info({ code: appErr.code, status: appErr.statusCode }, appErr.message);
+  }
+  const style = request.url.startsWith('/v2') ? 'v2' : 'default';
+  void reply.code(appErr.statusCode).headers(appErr.headers);
+  // Framework errors may have set their own headers already; ours are the ones that count.
+  return reply.type('application/json; charset=utf-8').send(errorBody(appErr, style));
+}

@@ -1,0 +1,115 @@
+/**
+ * /predict input: multipart files, JSON base64 ({"image"} / {"images"}), or a raw image body,
+ * validated at the edge into image byte buffers + topk + batch_size. Every failure is an
+ * AppError with a 4xx status.
+ */
+import type { FastifyRequest } from 'fastify';
+import { AppError } from '../errors.js';
+
+export interface PredictInput {
+  images: Buffer[];
+  /** The throughput probe: the (single) image run this many times as one batch. */
+  batchSize: number;
+  topk: number;
+}
+
+export interface InputLimits {
+  maxBatch: number;
+  maxFiles: number;
+  bodyLimit: number;
+  numClasses: number;
+}
+
+const bad = (code: string, message: string, status = 400): AppError => new AppError(code, status, message);
+
+export function parseTopk(v: unknown, numClasses: number): number {
+  if (v === undefined || v === null || v === '') return Math.min(5, numClasses);
+  const max = Math.min(1000, numClasses);
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > max) throw bad('INVALID_TOPK', `topk must be an integer in 1..${max}, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function parseBatchSize(v: unknown, maxBatch: number): number {
+  if (v === undefined || v === null) return 1;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > maxBatch) {
+    throw bad('INVALID_BATCH_SIZE', `batch_size must be an integer in 1..${maxBatch} (MAX_BATCH), got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+const B64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const B64URL = /^[A-Za-z0-9_-]*={0,2}$/;
+
+/** Strict base64 (standard or URL-safe, optional data: URL prefix); Buffer.from alone accepts garbage. */
+export function decodeBase64(s: unknown, field: string): Buffer {
+  if (typeof s !== 'string') throw bad('INVALID_BASE64', `${field} must be a base64 string`);
+  let body = s;
+  const comma = body.startsWith('data:') ? body.indexOf(',') : -1;
+  if (comma >= 0) {
+    if (!/;base64$/i.test(body.slice(0, comma))) throw bad('INVALID_BASE64', `${field}: data URL must be base64-encoded`);
+    body = body.slice(comma + 1);
+  }
+  body = body.replace(/\s+/g, '');
+  if (body.length === 0) throw bad('EMPTY_IMAGE', `${field} is empty`);
+  const std = B64.test(body);
+  if ((!std && !B64URL.test(body)) || body.length % 4 === 1) throw bad('INVALID_BASE64', `${field} is not valid base64`);
+  const stripped = body.replace(/=+$/, '');
+  if (stripped.length !== body.length && body.length % 4 !== 0) throw bad('INVALID_BASE64', `${field} has bad base64 padding`);
+  return Buffer.from(stripped, std ? 'base64' : 'base64url');
+}
+
+export function parseJsonInput(body: unknown, query: Record<string, unknown>, limits: InputLimits): PredictInput {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw bad('INVALID_REQUEST', 'JSON body must be an object: {"image": "<base64>"} or {"images": ["<base64>", ...]}');
+  }
+  const b = body as Record<string, unknown>;
+  const topk = parseTopk(b.topk ?? query.topk, limits.numClasses);
+  if (b.image !== undefined && b.images !== undefined) throw bad('INVALID_REQUEST', 'give either "image" or "images", not both');
+  if (b.image !== undefined) {
+    return { images: [decodeBase64(b.image, 'image')], batchSize: parseBatchSize(b.batch_size, limits.maxBatch), topk };
+  }
+  if (b.images !== undefined) {
+    if (!Array.isArray(b.images) || b.images.length === 0) throw bad('INVALID_REQUEST', '"images" must be a non-empty array of base64 strings');
+    if (b.images.length > limits.maxFiles) {
+      throw bad('TOO_MANY_FILES', `at most ${limits.maxFiles} images per request, got ${b.images.length}`, 413);
+    }
+    if (b.batch_size !== undefined && b.batch_size !== 1) throw bad('INVALID_BATCH_SIZE', 'batch_size applies to a single "image" only');
+    return { images: b.images.map((s, i) => decodeBase64(s, `images[${i}]`)), batchSize: 1, topk };
+  }
+  throw bad('NO_IMAGE', 'no image given: send {"image": "<base64>"} or {"images": [...]}');
+}
+
+export function parseRawInput(body: unknown, query: Record<string, unknown>, limits: InputLimits): PredictInput {
+  if (!Buffer.isBuffer(body) || body.length === 0) throw bad('NO_IMAGE', 'empty request body: send image bytes');
+  return { images: [body], batchSize: parseBatchSize(query.batch_size, limits.maxBatch), topk: parseTopk(query.topk, limits.numClasses) };
+}
+
+/** Streams the parts, buffering files; enforces a whole-request byte cap on top of per-file limits. */
+export async function parseMultipartInput(request: FastifyRequest, limits: InputLimits): Promise<PredictInput> {
+  const query = request.query as Record<string, unknown>;
+  const images: Buffer[] = [];
+  let topkField: unknown;
+  let batchField: unknown;
+  let total = 0;
+  for await (const part of request.parts()) {
+    if (part.type === 'file') {
+      const buf = await part.toBuffer(); // throws FST_REQ_FILE_TOO_LARGE past limits.fileSize
+      total += buf.length;
+      if (total > limits.bodyLimit) {
+        throw bad('BODY_TOO_LARGE', `uploaded files exceed ${limits.bodyLimit} bytes in total (BODY_LIMIT)`, 413);
+      }
+      images.push(buf);
+    } else if (part.fieldname === 'topk') {
+      topkField = part.value;
+    } else if (part.fieldname === 'batch_size') {
+      batchField = part.value;
+    }
+  }
+  if (images.length === 0) throw bad('NO_IMAGE', 'no file in the multipart request: attach an image file');
+  const topk = parseTopk(topkField ?? query.topk, limits.numClasses);
+  const batchSize = parseBatchSize(batchField ?? query.batch_size, limits.maxBatch);
+  if (batchSize > 1 && images.length > 1) throw bad('INVALID_BATCH_SIZE', 'batch_size applies to a single image only');
+  return { images, batchSize, topk };
+}

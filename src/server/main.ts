@@ -1,0 +1,96 @@
+/**
+ * `npm start`: read config, listen, load + warm up the model, then report ready.
+ * SIGTERM/SIGINT: readiness 503, stop accepting, answer everything in flight, dispose the
+ * model, exit 0 — or exit 1 if that takes longer than DRAIN_TIMEOUT_MS.
+ *
+ * Process-level settings this file cannot make for itself (they must be in the environment
+ * before Node starts; the Dockerfile and `npm run bench` set them):
+ * - GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
+ *   (stable forward timings, lower RSS: shared/README.md).
+ * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
+ *   late; the default 4 is what the preprocessing budget in load.ts assumes.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { buildApp } from './app.js';
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  }
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`densenet-serve: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const app = await buildApp(config, { version: version() });
+  const log = app.log;
+  const { ctx } = app;
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    ctx.markDraining();
+    log.info({ signal, drainTimeoutMs: config.drainTimeoutMs }, 'draining: finishing in-flight requests');
+    const deadline = setTimeout(() => {
+      log.error({ queued: ctx.service?.batcher.depth }, `drain took longer than DRAIN_TIMEOUT_MS=${config.drainTimeoutMs}; exiting 1`);
+      process.exit(1);
+    }, config.drainTimeoutMs);
+    deadline.unref();
+    // app.close(): the listener closes, idle keep-alive sockets close, new requests on open
+    // sockets get 503, and it resolves once every in-flight response has been sent.
+    app
+      .close()
+      .then(async () => {
+        await ctx.service?.batcher.close();
+        ctx.service?.backend.dispose();
+        log.info('drained; exiting 0');
+        process.exit(0);
+      })
+      .catch((err: unknown) => {
+        log.error({ err }, 'error while draining');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  await app.listen({ port: config.port, host: config.host });
+  // Loading after listen: liveness answers while the model loads; readiness stays 503.
+  const { loadBackend } = await import('./load.js');
+  let backend;
+  try {
+    backend = await loadBackend(config);
+  } catch (err) {
+    log.fatal({ err }, `could not load the model from MODEL_PATH=${config.modelPath}`);
+    process.exit(1);
+  }
+  if (stopping) {
+    backend.dispose();
+    return;
+  }
+  const service = ctx.attach(backend);
+  log.info({ model: backend.card.name, variant: backend.card.variant, weights: backend.card.weights, ...backend.info }, 'model loaded');
+  const sizes = service.batcher.batchSizes;
+  const warm = await backend.warmup(sizes);
+  ctx.metrics.modelWarmup.set(warm);
+  if (stopping) return;
+  ctx.markReady();
+  log.info({ warmupSeconds: warm, batchSizes: sizes, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs }, 'ready');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`densenet-serve: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,82 @@
+/**
+ * A tiny InferenceBackend for route/batching tests without libtorch: 3×4×4 "images", 10 classes.
+ * Image bytes "IMG:<d>" decode to a tensor filled with d, whose logits peak at class d, so a
+ * response proves which image it belongs to. "BAD..." -> 400 CORRUPT_IMAGE, anything else ->
+ * 415 UNSUPPORTED_IMAGE (the real preprocess's codes). forward() waits `delayMs` and records
+ * each batch size.
+ */
+import { AppError } from '../../src/errors.js';
+import type { ModelCard } from '../../src/card.js';
+import type { InferenceBackend } from '../../src/server/backend.js';
+
+export const FAKE_SHAPE = [3, 4, 4] as const;
+export const FAKE_SIZE = 48;
+export const FAKE_CLASSES = 10;
+
+export interface FakeBackend extends InferenceBackend {
+  batches: number[];
+  delayMs: number;
+  disposed: boolean;
+  /** Throw on the next forward (a model failure, not bad input). */
+  failNext: boolean;
+}
+
+export function fakeImage(d: number): Buffer {
+  return Buffer.from(`IMG:${d}`);
+}
+
+export function fakeBackend(delayMs = 5): FakeBackend {
+  const card: ModelCard = {
+    name: 'densenet121',
+    variant: 'densenet121_fake',
+    weights: 'random-init (not trained)',
+    sha256: '0'.repeat(64),
+    input_shape: [...FAKE_SHAPE],
+    resize: 4,
+    crop: 4,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+    labels: Array.from({ length: FAKE_CLASSES }, (_, i) => `label${i}`),
+    torch_version: 'fake',
+    torchvision_version: 'fake',
+    exported_at: '2026-01-01T00:00:00Z',
+    format: 'torchscript',
+  };
+  const b: FakeBackend = {
+    card,
+    info: { device: 'cpu', torchVersion: 'fake', threads: 1, precision: 'fp32', optimizations: [], loadSeconds: 0.01, inputShape: FAKE_SHAPE, numClasses: FAKE_CLASSES },
+    batches: [],
+    delayMs,
+    disposed: false,
+    failNext: false,
+    async preprocess(image) {
+      const s = Buffer.from(image).toString('latin1');
+      if (s.length === 0) throw new AppError('EMPTY_IMAGE', 400, 'the image is empty');
+      if (s.startsWith('BAD')) throw new AppError('CORRUPT_IMAGE', 400, 'corrupt image');
+      const m = /^IMG:(\d)$/.exec(s);
+      if (!m) throw new AppError('UNSUPPORTED_IMAGE', 415, 'not an image');
+      return new Float32Array(FAKE_SIZE).fill(Number(m[1]));
+    },
+    async forward(input, batch) {
+      b.batches.push(batch);
+      if (b.delayMs > 0) await new Promise((r) => setTimeout(r, b.delayMs));
+      if (b.failNext) {
+        b.failNext = false;
+        throw new Error('boom');
+      }
+      const out = new Float32Array(batch * FAKE_CLASSES);
+      for (let i = 0; i < batch; i++) {
+        const v = input[i * FAKE_SIZE]!;
+        for (let j = 0; j < FAKE_CLASSES; j++) out[i * FAKE_CLASSES + j] = -((j - v) ** 2);
+      }
+      return out;
+    },
+    async warmup() {
+      return 0;
+    },
+    dispose() {
+      b.disposed = true;
+    },
+  };
+  return b;
+}
