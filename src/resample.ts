@@ -1,0 +1,133 @@
+/**
+ * Pillow's bilinear resample (libImaging/Resample.c, Pillow 9/10), reproduced step for step so
+ * that a resize matches torchvision-on-PIL exactly: the same double-precision coefficients,
+ * the same 22-bit fixed-point rounding, the same uint8 clipping after each of the two passes
+ * (horizontal first, then vertical). Only the output pixels inside a crop window are computed,
+ * which is exact because every output pixel depends only on its own coefficients.
+ */
+
+const PRECISION_BITS = 32 - 8 - 2;
+const HALF = 1 << (PRECISION_BITS - 1);
+const ONE = 1 << PRECISION_BITS;
+const BILINEAR_SUPPORT = 1.0;
+
+function bilinear(x: number): number {
+  if (x < 0) x = -x;
+  return x < 1 ? 1 - x : 0;
+}
+
+interface Coeffs {
+  /** Per output index: first source index, number of taps. */
+  bounds: Int32Array;
+  /** Fixed-point weights, ksize per output index. */
+  kk: Int32Array;
+  ksize: number;
+}
+
+/** Pillow's precompute_coeffs + normalize_coeffs_8bpc for outputs [first, first + count). */
+function precompute(inSize: number, outSize: number, first: number, count: number): Coeffs {
+  const scale = inSize / outSize;
+  const filterscale = scale < 1 ? 1 : scale;
+  const support = BILINEAR_SUPPORT * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const bounds = new Int32Array(count * 2);
+  const kk = new Int32Array(count * ksize);
+  const k = new Float64Array(ksize);
+  const ss = 1 / filterscale;
+  for (let i = 0; i < count; i++) {
+    const xx = first + i;
+    const center = (xx + 0.5) * scale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const w = bilinear((x + xmin - center + 0.5) * ss);
+      k[x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      const w = ww !== 0 ? k[x]! / ww : k[x]!;
+      kk[i * ksize + x] = w < 0 ? Math.trunc(-0.5 + w * ONE) : Math.trunc(0.5 + w * ONE);
+    }
+    bounds[i * 2] = xmin;
+    bounds[i * 2 + 1] = xmax;
+  }
+  return { bounds, kk, ksize };
+}
+
+const clip8 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+
+/**
+ * Resize an RGB (3 bytes per pixel, row-major) image from inW x inH to outW x outH with Pillow's
+ * BILINEAR filter and return only the cropW x cropH window at (left, top) of the result.
+ */
+export function resampleCrop(
+  src: Uint8Array, inW: number, inH: number, outW: number, outH: number,
+  left: number, top: number, cropW: number, cropH: number,
+): Uint8Array {
+  if (left < 0 || top < 0 || left + cropW > outW || top + cropH > outH) {
+    throw new RangeError(`crop ${cropW}x${cropH}+${left}+${top} is outside ${outW}x${outH}`);
+  }
+  const needH = outW !== inW;
+  const needV = outH !== inH;
+  const v = precompute(inH, outH, top, cropH);
+  // Source rows the vertical pass reads (all of them if there is no vertical pass).
+  const yFirst = needV ? v.bounds[0]! : top;
+  const yLast = needV ? v.bounds[(cropH - 1) * 2]! + v.bounds[(cropH - 1) * 2 + 1]! : top + cropH;
+  const rows = yLast - yFirst;
+
+  // Horizontal pass: rows [yFirst, yLast) x crop columns -> tmp (uint8, clipped like Pillow).
+  const tmp = new Uint8Array(rows * cropW * 3);
+  if (needH) {
+    const h = precompute(inW, outW, left, cropW);
+    const { bounds, kk, ksize } = h;
+    let o = 0;
+    for (let y = 0; y < rows; y++) {
+      const rowBase = (y + yFirst) * inW * 3;
+      for (let xx = 0; xx < cropW; xx++) {
+        const n = bounds[xx * 2 + 1]!;
+        const kOff = xx * ksize;
+        let p = rowBase + bounds[xx * 2]! * 3;
+        let s0 = HALF;
+        let s1 = HALF;
+        let s2 = HALF;
+        for (let x = 0; x < n; x++, p += 3) {
+          const w = kk[kOff + x]!;
+          s0 += src[p]! * w;
+          s1 += src[p + 1]! * w;
+          s2 += src[p + 2]! * w;
+        }
+        tmp[o++] = clip8(s0 >> PRECISION_BITS);
+        tmp[o++] = clip8(s1 >> PRECISION_BITS);
+        tmp[o++] = clip8(s2 >> PRECISION_BITS);
+      }
+    }
+  } else {
+    for (let y = 0; y < rows; y++) {
+      const s = ((y + yFirst) * inW + left) * 3;
+      tmp.set(src.subarray(s, s + cropW * 3), y * cropW * 3);
+    }
+  }
+  if (!needV) return tmp.subarray((top - yFirst) * cropW * 3, (top - yFirst + cropH) * cropW * 3);
+
+  // Vertical pass over tmp: rows are relative to yFirst.
+  const out = new Uint8Array(cropW * cropH * 3);
+  const stride = cropW * 3;
+  const { bounds, kk, ksize } = v;
+  let o = 0;
+  for (let yy = 0; yy < cropH; yy++) {
+    const ymin = bounds[yy * 2]! - yFirst;
+    const n = bounds[yy * 2 + 1]!;
+    const kOff = yy * ksize;
+    for (let xi = 0; xi < stride; xi++) {
+      let s = HALF;
+      let p = ymin * stride + xi;
+      for (let y = 0; y < n; y++, p += stride) s += tmp[p]! * kk[kOff + y]!;
+      out[o++] = clip8(s >> PRECISION_BITS);
+    }
+  }
+  return out;
+}
