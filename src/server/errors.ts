@@ -28,6 +28,8 @@ const FRAMEWORK_CODES: Record<string, [number, string]> = {
   FST_PROTO_VIOLATION: [400, 'INVALID_MULTIPART'],
   FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
   FST_INVALID_JSON_FIELD_ERROR: [400, 'INVALID_MULTIPART'],
+  // The body ended mid-part (truncated multipart); if the client really went away, nobody reads it.
+  ERR_STREAM_PREMATURE_CLOSE: [400, 'INVALID_MULTIPART'],
 };
 
 export function toAppError(err: unknown): AppError {

@@ -1,0 +1,68 @@
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+t.test('defaults', async (t) => {
+  const c = loadConfig({});
+  t.equal(c.port, 8080);
+  t.equal(c.host, '0.0.0.0');
+  t.equal(c.maxBatch, 8);
+  t.equal(c.batchWindowMs, 2);
+  t.ok(c.bodyLimit >= 8 * 1024 * 1024, 'body limit default >= 8 MiB');
+  t.equal(c.apiToken, undefined);
+  t.equal(c.device, 'auto');
+  t.equal(c.precision, 'fp32');
+});
+
+t.test('values parse', async (t) => {
+  const c = loadConfig({ PORT: '9000', MAX_BATCH: '4', BODY_LIMIT: '2MiB', DEVICE: 'cuda:1', PRECISION: 'BF16', API_TOKEN: 'secret-token', LOG_LEVEL: 'warn' });
+  t.equal(c.port, 9000);
+  t.equal(c.maxBatch, 4);
+  t.equal(c.bodyLimit, 2 * 1024 * 1024);
+  t.equal(c.device, 'cuda:1');
+  t.equal(c.precision, 'bf16');
+  t.equal(c.apiToken, 'secret-token');
+  t.equal(c.logLevel, 'warn');
+});
+
+const badCases: [string, string][] = [
+  ['PORT', 'eighty'],
+  ['PORT', '70000'],
+  ['MAX_BATCH', '0'],
+  ['MAX_BATCH', '1.5'],
+  ['BATCH_WINDOW_MS', '-1'],
+  ['QUEUE_LIMIT', '0'],
+  ['BODY_LIMIT', '12 parsecs'],
+  ['MAX_PIXELS', 'lots'],
+  ['REQUEST_TIMEOUT_MS', '0'],
+  ['THREADS', '0'],
+  ['DEVICE', 'tpu'],
+  ['PRECISION', 'fp8'],
+  ['LOG_LEVEL', 'loud'],
+  ['API_TOKEN', 'short'],
+];
+for (const [name, value] of badCases) {
+  t.test(`${name}=${value} is rejected, naming the variable`, async (t) => {
+    const err = (() => {
+      try {
+        loadConfig({ [name]: value });
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    t.ok(err instanceof ConfigError, 'throws ConfigError');
+    t.equal((err as ConfigError).variable, name);
+    t.match((err as ConfigError).message, name);
+  });
+}
+
+t.test('main exits non-zero with a message naming the bad variable', async (t) => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/server/main.ts'], {
+    env: { ...process.env, MAX_BATCH: 'many', PORT: '0' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  t.equal(r.status, 2, `exit code (stderr: ${r.stderr})`);
+  t.match(r.stderr, /invalid configuration: MAX_BATCH/);
+});
