@@ -106,6 +106,8 @@ export async function writeSampleImage(file: string): Promise<string> {
   const format: Format | undefined = ext === '.jpg' || ext === '.jpeg' ? 'jpeg' : ext === '.png' ? 'png' : ext === '.webp' ? 'webp' : undefined;
   if (!format) throw new Error(`--write-image: use a .jpg, .png or .webp file name, got '${file}'`);
   const full = userPath(file);
-  await writeFile(full, await encode(await makeRawPicture(0), format));
+  // Different names give different pictures (cat.jpg and dog.png should not be the same image).
+  const seed = [...path.basename(file)].reduce((h, ch) => (h * 31 + ch.charCodeAt(0)) % 997, 7);
+  await writeFile(full, await encode(await makeRawPicture(seed), format));
   return full;
 }

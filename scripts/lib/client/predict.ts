@@ -9,10 +9,10 @@ import type { SendFormat } from './args.js';
 import {
   SchemaError,
   isErrorShape,
-  validateError,
   validateMultiResponse,
   validatePredictResponse,
   type ErrorResponse,
+  type Prediction,
   type PredictResponse,
 } from './schema.js';
 
@@ -82,7 +82,16 @@ export async function predict(
         const multi = validateMultiResponse(body, group.length, { topk: opts.topk });
         multi.results.forEach((r, i) => {
           const image = group[i]!.name;
-          out.push(isErrorShape(r) ? { image, client_ms: res.ms, error: validateError(r) } : { image, client_ms: res.ms, response: r as PredictResponse });
+          out.push(
+            isErrorShape(r)
+              ? { image, client_ms: res.ms, error: r as ErrorResponse }
+              : {
+                  image,
+                  client_ms: res.ms,
+                  // Shown like a single answer: the request's latency and variant; batch_size is the request's.
+                  response: { predictions: (r as { predictions: Prediction[] }).predictions, latency_ms: multi.latency_ms, model_variant: multi.model_variant, batch_size: multi.batch_size },
+                },
+          );
         });
       }
     } catch (err) {

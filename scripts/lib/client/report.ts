@@ -32,7 +32,7 @@ export function formatChecks(url: string, checks: readonly CheckResult[], info: 
     ['model', infoField(info, 'variant', 'model_variant', 'name')],
     ['weights', infoField(info, 'weights')],
     ['device', infoField(info, 'device')],
-    ['libtorch', infoField(info, 'torch_version', 'torchVersion', 'libtorch')],
+    ['libtorch', infoField(info, 'libtorch_version', 'torch_version')],
     ['threads', infoField(info, 'threads')],
   ].filter((p): p is [string, string] => p[1] !== undefined);
   if (parts.length) lines.push(`  ${parts.map(([k, v]) => `${k}: ${v}`).join(', ')}`);

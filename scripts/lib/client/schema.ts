@@ -4,7 +4,7 @@
  * test/readme.test.ts, so the documentation and the client cannot disagree.
  *
  *   single image:   {"predictions":[{"class_id","class_name","confidence"}…],"latency_ms","model_variant","batch_size"}
- *   several images: {"results":[<single-image shape> | <error shape>, …], …the single shape's other keys}
+ *   several images: {"results":[{"predictions"} | <error shape>, …],"latency_ms","model_variant","batch_size"}
  *   error:          {"error","code","message"}
  */
 
@@ -25,10 +25,10 @@ export interface ErrorResponse {
   message: string;
 }
 export interface MultiPredictResponse {
-  results: Array<PredictResponse | ErrorResponse>;
-  latency_ms?: number;
-  model_variant?: string;
-  batch_size?: number;
+  results: Array<{ predictions: Prediction[] } | ErrorResponse>;
+  latency_ms: number;
+  model_variant: string;
+  batch_size: number;
 }
 
 export class SchemaError extends Error {
@@ -136,19 +136,33 @@ export function validatePredictResponse(v: unknown, opts: ExpectOptions = {}, pa
   return v as unknown as PredictResponse;
 }
 
-/** Several images: `{"results": [...]}` with one entry per image, in order; a per-image error is allowed. */
+/**
+ * Several images: `{"results": [...], "latency_ms", "model_variant", "batch_size"}` with one entry
+ * per image, in order: `{"predictions"}` or, for an image that failed, `{"error","code","message"}`.
+ * `batch_size` counts the images that reached the model.
+ */
 export function validateMultiResponse(v: unknown, count: number, opts: ExpectOptions = {}, path = '$'): MultiPredictResponse {
   if (!isObj(v)) fail(path, 'an object', v);
-  exactKeys(v, path, ['results'], ['latency_ms', 'model_variant', 'batch_size']);
+  exactKeys(v, path, ['results', 'latency_ms', 'model_variant', 'batch_size']);
   if (!Array.isArray(v.results)) fail(`${path}.results`, 'an array', v.results);
   if (v.results.length !== count) throw new SchemaError(`${path}.results: expected ${count} entries (one per image), got ${v.results.length}`);
+  let ok = 0;
   v.results.forEach((r, i) => {
-    if (isErrorShape(r)) validateError(r, `${path}.results[${i}]`);
-    else validatePredictResponse(r, { ...opts, batchSize: undefined }, `${path}.results[${i}]`);
+    const rp = `${path}.results[${i}]`;
+    if (isErrorShape(r)) {
+      validateError(r, rp);
+      return;
+    }
+    if (!isObj(r)) fail(rp, 'an object', r);
+    exactKeys(r, rp, ['predictions']);
+    validatePredictions(r.predictions, `${rp}.predictions`, opts);
+    ok++;
   });
-  if ('latency_ms' in v) latency(v.latency_ms, `${path}.latency_ms`);
-  if ('model_variant' in v) nonEmptyString(v.model_variant, `${path}.model_variant`);
-  if ('batch_size' in v) batchSize(v.batch_size, `${path}.batch_size`);
+  latency(v.latency_ms, `${path}.latency_ms`);
+  const variant = nonEmptyString(v.model_variant, `${path}.model_variant`);
+  if (!variant.startsWith('densenet121')) fail(`${path}.model_variant`, 'a "densenet121…" variant', variant);
+  if (ok > 0) batchSize(v.batch_size, `${path}.batch_size`, ok);
+  else if (v.batch_size !== 0) fail(`${path}.batch_size`, '0 (no image reached the model)', v.batch_size);
   return v as unknown as MultiPredictResponse;
 }
 
