@@ -20,7 +20,7 @@
  *
  * Touches no global sharp setting (concurrency, cache): the server decides those.
  */
-import sharp from 'sharp';
+import sharp, { type OutputInfo } from 'sharp';
 import type { ModelCard } from './card.js';
 import { AppError } from './errors.js';
 import { resampleCrop } from './resample.js';
@@ -47,8 +47,29 @@ export class ImageError extends AppError {
   }
 }
 
-/** Formats accepted (sharp's metadata().format names); AVIF is 'heif' with av1 compression. */
-export const SUPPORTED_FORMATS = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif'] as const;
+export type ImageFormat = 'jpeg' | 'png' | 'webp' | 'gif' | 'tiff' | 'avif';
+export const SUPPORTED_FORMATS: readonly ImageFormat[] = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'];
+
+/**
+ * The format from the first bytes, or undefined. Checked before libvips sees the bytes, so
+ * untrusted input never reaches the SVG, PDF or ImageMagick loaders that libvips also has.
+ */
+export function sniffFormat(b: Uint8Array): ImageFormat | undefined {
+  const ascii = (from: number, to: number): string => String.fromCharCode(...b.subarray(from, to));
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  if (b.length >= 8 && ascii(1, 4) === 'PNG' && b[0] === 0x89 && b[4] === 0x0d && b[5] === 0x0a && b[6] === 0x1a && b[7] === 0x0a) return 'png';
+  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return 'gif';
+  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
+  if (b.length >= 4 && (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*' || ascii(0, 4) === 'II+\0' || ascii(0, 4) === 'MM\0+')) return 'tiff';
+  if (b.length >= 16 && ascii(4, 8) === 'ftyp') {
+    // ISO-BMFF: major brand at 8, compatible brands from 16 to the end of the ftyp box.
+    const boxEnd = Math.min(b.length, ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0);
+    const brands = [ascii(8, 12)];
+    for (let i = 16; i + 4 <= boxEnd; i += 4) brands.push(ascii(i, i + 4));
+    if (brands.includes('avif') || brands.includes('avis')) return 'avif';
+  }
+  return undefined;
+}
 
 export function specFromCard(card: ModelCard): PreprocessSpec {
   return { resize: card.resize, crop: card.crop, mean: card.mean, std: card.std };
@@ -76,13 +97,13 @@ export function centerCropOffsets(width: number, height: number, crop: number): 
   return { top: roundHalfEven((height - crop) / 2), left: roundHalfEven((width - crop) / 2) };
 }
 
-function classify(err: unknown): ImageError {
-  const msg = err instanceof Error ? err.message : String(err);
+function classify(err: unknown, format: ImageFormat): ImageError {
+  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
   if (/exceeds pixel limit/i.test(msg)) return new ImageError('IMAGE_TOO_LARGE', `image is too large: ${msg}`, err);
-  if (/unsupported image format|bad seek|not a known file format/i.test(msg)) {
-    return new ImageError('UNSUPPORTED_IMAGE', 'not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, AVIF)', err);
+  if (/unsupported image format/i.test(msg)) {
+    return new ImageError('UNSUPPORTED_IMAGE', `looks like ${format} but no decoder accepts it: ${msg}`, err);
   }
-  return new ImageError('CORRUPT_IMAGE', `the image could not be decoded (truncated or corrupt): ${msg.split('\n')[0]}`, err);
+  return new ImageError('CORRUPT_IMAGE', `the ${format} image could not be decoded (truncated or corrupt): ${msg}`, err);
 }
 
 export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpec, opts: PreprocessOptions): Promise<Float32Array> {
@@ -93,41 +114,31 @@ export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpe
   // too), while harmless libjpeg warnings (extraneous bytes) pass, as they do in PIL.
   const common = { limitInputPixels: maxPixels, failOn: 'error' as const, pages: 1 };
 
-  let meta: sharp.Metadata;
+  const format = sniffFormat(input);
+  if (!format) {
+    throw new ImageError('UNSUPPORTED_IMAGE', 'not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, AVIF)');
+  }
+  let decoded: { data: Buffer; info: OutputInfo };
   try {
-    meta = await sharp(input, common).metadata();
-  } catch (err) {
-    throw classify(err);
-  }
-  const format = meta.format as string;
-  if (!(SUPPORTED_FORMATS as readonly string[]).includes(format) || (format === 'heif' && meta.compression !== 'av1')) {
-    throw new ImageError('UNSUPPORTED_IMAGE', `unsupported image format '${format}${format === 'heif' ? `/${meta.compression}` : ''}' (accepted: JPEG, PNG, WebP, GIF, TIFF, AVIF)`);
-  }
-  const srcW = meta.autoOrient?.width ?? meta.width;
-  const srcH = meta.autoOrient?.height ?? meta.height;
-  if (!srcW || !srcH) throw new ImageError('CORRUPT_IMAGE', 'the image header has no size');
-  // metadata() reads only the header, which does not apply limitInputPixels: check here too.
-  if (srcW * srcH > maxPixels) {
-    throw new ImageError('IMAGE_TOO_LARGE', `image is too large: ${srcW}×${srcH} = ${srcW * srcH} pixels exceeds the limit of ${maxPixels}`);
-  }
-
-  const size = resizedSize(srcW, srcH, resize);
-  const { left, top } = centerCropOffsets(size.width, size.height, crop);
-  let decoded: { data: Buffer; info: sharp.OutputInfo };
-  try {
-    // No resize in libvips, so removeAlpha really drops alpha (no premultiplication).
+    // autoOrient applies EXIF orientation; without a resize in libvips, removeAlpha really drops
+    // alpha (libvips premultiplies only around a resize). limitInputPixels is checked against
+    // the header before any pixel is decoded (decompression bombs).
     decoded = await sharp(input, { ...common, autoOrient: true })
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw classify(err);
+    throw classify(err, format);
   }
   const { data, info } = decoded;
-  if (info.channels !== 3 || info.width !== srcW || info.height !== srcH || data.length !== srcW * srcH * 3) {
-    throw new ImageError('CORRUPT_IMAGE', `decoder returned ${info.width}x${info.height}x${info.channels}, expected ${srcW}x${srcH}x3`);
+  const srcW = info.width;
+  const srcH = info.height;
+  if (info.channels !== 3 || data.length !== srcW * srcH * 3 || srcW < 1 || srcH < 1) {
+    throw new ImageError('CORRUPT_IMAGE', `decoder returned ${data.length} bytes for ${srcW}x${srcH}x${info.channels}`);
   }
+  const size = resizedSize(srcW, srcH, resize);
+  const { left, top } = centerCropOffsets(size.width, size.height, crop);
   const rgb = resampleCrop(data, srcW, srcH, size.width, size.height, left, top, crop, crop);
 
   // HWC uint8 -> CHW float32 through a per-channel table computed as torchvision does it in

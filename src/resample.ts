@@ -96,9 +96,9 @@ export function resampleCrop(
         let s2 = HALF;
         for (let x = 0; x < n; x++, p += 3) {
           const w = kk[kOff + x]!;
-          s0 += src[p]! * w;
-          s1 += src[p + 1]! * w;
-          s2 += src[p + 2]! * w;
+          s0 = (s0 + Math.imul(src[p]!, w)) | 0;
+          s1 = (s1 + Math.imul(src[p + 1]!, w)) | 0;
+          s2 = (s2 + Math.imul(src[p + 2]!, w)) | 0;
         }
         tmp[o++] = clip8(s0 >> PRECISION_BITS);
         tmp[o++] = clip8(s1 >> PRECISION_BITS);
@@ -125,7 +125,7 @@ export function resampleCrop(
     for (let xi = 0; xi < stride; xi++) {
       let s = HALF;
       let p = ymin * stride + xi;
-      for (let y = 0; y < n; y++, p += stride) s += tmp[p]! * kk[kOff + y]!;
+      for (let y = 0; y < n; y++, p += stride) s = (s + Math.imul(tmp[p]!, kk[kOff + y]!)) | 0;
       out[o++] = clip8(s >> PRECISION_BITS);
     }
   }

@@ -14,7 +14,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 
 export type ImageKind =
   | 'jpeg' //             baseline RGB JPEG
@@ -101,7 +101,7 @@ export function sceneRGB(width: number, height: number, seed = 0): Buffer {
   return buf;
 }
 
-function scene(width: number, height: number, seed: number): sharp.Sharp {
+function scene(width: number, height: number, seed: number): Sharp {
   return sharp(sceneRGB(width, height, seed), { raw: { width, height, channels: 3 } });
 }
 
