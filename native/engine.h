@@ -1,0 +1,80 @@
+// Plain C++ over libtorch: load a TorchScript model, optimise it, run forward.
+// No N-API here, so a small C++ program (bench.cc, the CUDA check) drives the same code.
+// Torch headers stay out of this header (pimpl), so addon.cc never sees libtorch at all.
+//
+// Threading: an Engine must be created, used and destroyed on ONE thread (the worker).
+// shared/README.md, "libtorch inside Node": every thread that runs torch ops gets its own
+// OpenMP team, and extra teams slow every forward down.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace densenet {
+
+enum class ErrorKind { Load, InvalidOption, Forward };
+
+class EngineError : public std::runtime_error {
+ public:
+  EngineError(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
+};
+
+struct EngineOptions {
+  std::string device = "auto";     // cpu | cuda | cuda:N | auto (= cuda when available)
+  int threads = 0;                 // intra-op threads; 0 = libtorch's default
+  std::string precision = "fp32";  // fp32 | bf16 (autocast; CPU needs avx512_bf16)
+  bool freeze = true;              // torch::jit::freeze when the file is not frozen yet
+  bool channelsLast = true;        // weights + input in channels-last (avoids oneDNN reorders)
+  bool optimizeForInference = false;  // torch::jit::optimize_for_inference (measured slower than channels-last)
+  bool profilingExecutor = false;  // process-wide; off = only the first call per input kind is slow
+  std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
+};
+
+struct EngineInfo {
+  std::string path;
+  std::string device;
+  bool cudaAvailable = false;
+  std::string torchVersion;
+  int threads = 0;
+  std::string precision;
+  std::vector<std::string> optimizations;
+  std::vector<int64_t> inputShape;
+  int64_t numClasses = 0;
+  double loadSeconds = 0;
+};
+
+class Engine {
+ public:
+  // Throws EngineError (kind Load naming the file, or InvalidOption).
+  static std::unique_ptr<Engine> load(const std::string& path, const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // input: N*C*H*W contiguous floats described by shape (4 dims). Writes N*K logits into out
+  // and returns {N, K}. Throws EngineError(kind Forward) with libtorch's message.
+  std::vector<int64_t> forward(const float* input, const std::vector<int64_t>& shape, std::vector<float>& out);
+
+  // Runs forwards at each batch size (zeros of inputShape) so that the first real call per
+  // size is not the slow one. Returns seconds spent.
+  double warmup(const std::vector<int64_t>& batchSizes);
+
+  const EngineInfo& info() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// True when /proc/cpuinfo lists avx512_bf16 (bf16 on CPU is slower than fp32 without it).
+bool cpuHasAvx512Bf16();
+
+}  // namespace densenet

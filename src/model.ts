@@ -1,0 +1,245 @@
+/**
+ * The model as the rest of the app sees it: validates inputs once, at the edge (TypeScript
+ * validates, C++ trusts), and turns native failures into typed errors.
+ * All libtorch work runs on the addon's own inference thread (native/worker.h).
+ */
+import { availableParallelism } from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { AppError } from './errors.js';
+import { loadNative, type NativeModel } from './native.js';
+
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type Precision = 'fp32' | 'bf16';
+
+export interface LoadOptions {
+  device?: Device;
+  /** Intra-op threads; default os.availableParallelism(). */
+  threads?: number;
+  /** 'bf16' needs a CPU with avx512_bf16 or a CUDA device. Default 'fp32'. */
+  precision?: Precision;
+  /** Fast-path toggles (default on): channels-last weights + input; freeze if the file is not frozen. */
+  channelsLast?: boolean;
+  freeze?: boolean;
+  /** torch::jit::optimize_for_inference at load (default off: measured slower than channels-last). */
+  optimizeForInference?: boolean;
+  /** Keep TorchScript's profiling executor (default off: it re-profiles every new batch size). */
+  profilingExecutor?: boolean;
+  /** [C, H, W] of the probe forward at load; default: the model card's input_shape, else [3, 224, 224]. */
+  inputShape?: readonly [number, number, number];
+}
+
+export interface ModelInfo {
+  path: string;
+  device: string;
+  cudaAvailable: boolean;
+  torchVersion: string;
+  threads: number;
+  precision: Precision;
+  /** Which optimisations took effect. */
+  optimizations: string[];
+  inputShape: [number, number, number];
+  numClasses: number;
+  loadSeconds: number;
+}
+
+export interface ForwardResult {
+  data: Float32Array;
+  shape: [number, number];
+}
+
+/** A model file that is missing, truncated, not TorchScript, or fails its probe forward. */
+export class ModelLoadError extends AppError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('MODEL_LOAD_FAILED', 500, message, options);
+  }
+}
+
+/** An option the machine cannot honour (bf16 without avx512_bf16, CUDA without a GPU...). */
+export class ModelOptionError extends RangeError {
+  readonly code = 'INVALID_MODEL_OPTION';
+  readonly statusCode = 500;
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelOptionError';
+  }
+}
+
+export class ModelDisposedError extends AppError {
+  constructor() {
+    super('MODEL_DISPOSED', 503, 'The model has been disposed');
+  }
+}
+
+/** libtorch rejected a forward (e.g. an input too small for the network). */
+export class ForwardError extends AppError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FORWARD_FAILED', 500, message, options);
+  }
+}
+
+const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'Array';
+  if (typeof v === 'object') return (v as object).constructor?.name ?? 'Object';
+  return typeof v;
+}
+
+function isPositiveInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+}
+
+let bf16Cpu: boolean | undefined;
+/** avx512_bf16 in /proc/cpuinfo (bf16 on a CPU without it is slower than fp32). */
+export function cpuHasAvx512Bf16(): boolean {
+  if (bf16Cpu === undefined) {
+    try {
+      bf16Cpu = /^flags\s*:.*\bavx512_bf16\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
+    } catch {
+      bf16Cpu = false;
+    }
+  }
+  return bf16Cpu;
+}
+
+function validateOptions(o: LoadOptions): void {
+  if (o.device !== undefined && (typeof o.device !== 'string' || !DEVICE_RE.test(o.device))) {
+    throw new ModelOptionError(`Expected device 'auto', 'cpu', 'cuda' or 'cuda:N' but received ${JSON.stringify(o.device)}`);
+  }
+  if (o.precision !== undefined && o.precision !== 'fp32' && o.precision !== 'bf16') {
+    throw new ModelOptionError(`Expected precision 'fp32' or 'bf16' but received ${JSON.stringify(o.precision)}`);
+  }
+  if (o.threads !== undefined && (!isPositiveInt(o.threads) || o.threads > 1024)) {
+    throw new ModelOptionError(`Expected threads to be an integer between 1 and 1024 but received ${String(o.threads)}`);
+  }
+  for (const k of ['channelsLast', 'freeze', 'optimizeForInference', 'profilingExecutor'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new TypeError(`Expected boolean for ${k} but received ${typeName(o[k])}`);
+  }
+  if (o.inputShape !== undefined && (!Array.isArray(o.inputShape) || o.inputShape.length !== 3 || !o.inputShape.every(isPositiveInt))) {
+    throw new ModelOptionError(`Expected inputShape [C, H, W] of positive integers but received ${JSON.stringify(o.inputShape)}`);
+  }
+  if (o.precision === 'bf16' && o.device === 'cpu' && !cpuHasAvx512Bf16()) {
+    throw new ModelOptionError(
+      "precision 'bf16' needs a CPU with avx512_bf16 (this CPU lacks it; bf16 would be slower than fp32 here) or a CUDA device",
+    );
+  }
+}
+
+/** input_shape from the model card next to the file (models/x.pt -> models/x.json), if any. */
+async function cardInputShape(modelPath: string): Promise<[number, number, number] | undefined> {
+  const cardPath = modelPath.replace(/\.[^./]+$/, '') + '.json';
+  try {
+    const card = JSON.parse(await readFile(cardPath, 'utf8')) as { input_shape?: unknown };
+    const s = card.input_shape;
+    if (Array.isArray(s) && s.length === 3 && s.every(isPositiveInt)) return s as [number, number, number];
+  } catch {
+    // No card, or not readable: the default shape applies.
+  }
+  return undefined;
+}
+
+interface NativeError extends Error {
+  code?: string;
+}
+
+export class Model {
+  readonly info: ModelInfo;
+  readonly #native: NativeModel;
+
+  private constructor(native: NativeModel, info: ModelInfo) {
+    this.#native = native;
+    this.info = info;
+  }
+
+  static async load(path: string, options: LoadOptions = {}): Promise<Model> {
+    if (typeof path !== 'string' || path === '') throw new TypeError(`Expected a model file path but received ${typeName(path)}`);
+    validateOptions(options);
+    const abs = resolve(path);
+    try {
+      const st = statSync(abs);
+      if (!st.isFile()) throw new ModelLoadError(`Model file ${abs} is not a regular file`);
+    } catch (err) {
+      if (err instanceof ModelLoadError) throw err;
+      throw new ModelLoadError(`Model file not found: ${abs} (run \`npm run export-model\` to create the default model)`, { cause: err });
+    }
+    const inputShape = options.inputShape ?? (await cardInputShape(abs)) ?? [3, 224, 224];
+    const addon = loadNative();
+    const native = new addon.Model();
+    try {
+      const raw = await native.load(abs, {
+        device: options.device ?? 'auto',
+        threads: options.threads ?? availableParallelism(),
+        precision: options.precision ?? 'fp32',
+        freeze: options.freeze ?? true,
+        channelsLast: options.channelsLast ?? true,
+        optimizeForInference: options.optimizeForInference ?? false,
+        profilingExecutor: options.profilingExecutor ?? false,
+        inputShape: [inputShape[0], inputShape[1], inputShape[2]],
+      });
+      const info: ModelInfo = {
+        ...raw,
+        precision: raw.precision as Precision,
+        inputShape: [raw.inputShape[0] ?? 0, raw.inputShape[1] ?? 0, raw.inputShape[2] ?? 0],
+      };
+      return new Model(native, info);
+    } catch (err) {
+      native.dispose();
+      const e = err as NativeError;
+      if (e.code === 'INVALID_OPTION') throw new ModelOptionError(e.message);
+      const msg = e.message.includes(abs) ? e.message : `Cannot load model ${abs}: ${e.message}`;
+      throw new ModelLoadError(msg, { cause: err });
+    }
+  }
+
+  get disposed(): boolean {
+    return this.#native.disposed;
+  }
+
+  /** Runs a forward at each batch size so that the first real call per size is fast. Seconds spent. */
+  async warmup(batchSizes: readonly number[]): Promise<number> {
+    if (this.disposed) throw new ModelDisposedError();
+    if (!Array.isArray(batchSizes) || !batchSizes.every(isPositiveInt)) {
+      throw new RangeError(`Expected batch sizes to be positive integers but received ${JSON.stringify(batchSizes)}`);
+    }
+    return this.#call(() => this.#native.warmup([...batchSizes]));
+  }
+
+  async forward(input: Float32Array, shape: readonly [number, number, number, number]): Promise<ForwardResult> {
+    if (this.disposed) throw new ModelDisposedError();
+    if (!(input instanceof Float32Array)) throw new TypeError(`Expected Float32Array for input but received ${typeName(input)}`);
+    if (!Array.isArray(shape) || shape.length !== 4) {
+      throw new RangeError(`Expected shape [N, C, H, W] (4 dimensions) but received ${JSON.stringify(shape)}`);
+    }
+    if (!shape.every(isPositiveInt)) throw new RangeError(`Expected shape entries to be positive integers but received ${JSON.stringify(shape)}`);
+    const [n, c, h, w] = shape;
+    if (c !== this.info.inputShape[0]) {
+      throw new RangeError(`Expected ${this.info.inputShape[0]} channels (shape[1]) but received ${c}`);
+    }
+    const expected = n * c * h * w;
+    if (input.length !== expected) {
+      throw new RangeError(`Expected input length ${expected} (= ${n}*${c}*${h}*${w}) but received ${input.length}`);
+    }
+    const r = await this.#call(() => this.#native.forward(input, [n, c, h, w]));
+    return { data: r.data, shape: [r.shape[0] ?? 0, r.shape[1] ?? 0] };
+  }
+
+  /** Further calls fail with MODEL_DISPOSED; queued calls are rejected, a running one finishes. */
+  dispose(): void {
+    this.#native.dispose();
+  }
+
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = err as NativeError;
+      if (e.code === 'MODEL_DISPOSED') throw new ModelDisposedError();
+      if (e.code === 'FORWARD_FAILED') throw new ForwardError(`Forward failed: ${e.message}`, { cause: err });
+      if (e.code === 'INVALID_OPTION') throw new RangeError(e.message);
+      throw err;
+    }
+  }
+}
