@@ -109,3 +109,48 @@ export async function hasCommand(file: string): Promise<boolean> {
     return false;
   }
 }
+
+export interface BackgroundProcess {
+  pid: number;
+  /** Send SIGTERM (then SIGKILL after graceMs) and wait for the process to exit. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Start a long-running command (a daemon) with its output appended to logFile; printed like run().
+ * Only the returned handle stops it, by its own pid.
+ */
+export async function startBackground(
+  file: string,
+  args: readonly string[],
+  opts: { logFile: string; quiet?: boolean; env?: NodeJS.ProcessEnv },
+): Promise<BackgroundProcess> {
+  const shown = formatCommand(file, args);
+  if (!opts.quiet) printer(`$ ${shown} >>${opts.logFile} 2>&1 &`);
+  const { openSync, closeSync } = await import('node:fs');
+  const { spawn } = await import('node:child_process');
+  const fd = openSync(opts.logFile, 'a');
+  const child = spawn(file, [...args], { stdio: ['ignore', fd, fd], env: opts.env ?? process.env });
+  closeSync(fd);
+  let exited = false;
+  const done = new Promise<void>((resolve) => child.once('close', () => { exited = true; resolve(); }));
+  const spawned = await new Promise<Error | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (err) => resolve(err));
+  });
+  if (spawned || child.pid === undefined) {
+    if ((spawned as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new MissingToolError(file, `Install ${file} and try again.`);
+    throw new CommandError(shown, undefined, String(spawned));
+  }
+  const pid = child.pid;
+  return {
+    pid,
+    async stop(graceMs = 20000) {
+      if (exited || child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => { if (!exited) child.kill('SIGKILL'); }, graceMs);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+}

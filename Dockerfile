@@ -1,0 +1,117 @@
+# densenet-serve: DenseNet-121 inference server (Fastify + libtorch N-API addon).
+#
+# CPU image (default; libtorch 1.13 from Debian bookworm):
+#   DOCKER_BUILDKIT=0 docker build -t densenet-serve .
+#   docker run --rm -p 127.0.0.1:8080:8080 densenet-serve
+#
+# Build args:
+#   NODE_VERSION   Node major for the default base images (default 24, the current LTS).
+#   BASE_IMAGE     build stage: Debian bookworm (or Ubuntu) with Node, npm and apt (default node:<v>-bookworm).
+#   RUNTIME_IMAGE  runtime stage: same distribution with Node (default node:<v>-bookworm-slim).
+#   TORCH_SOURCE   apt (default: Debian's libtorch-dev / libtorch1.13) | context (a libtorch unpacked
+#                  to third_party/libtorch in the build context; used for CUDA).
+#   MODEL_SOURCE   export (default: export torchvision's DenseNet-121 in the build stage; without
+#                  network access to download.pytorch.org the weights are random-init and the model
+#                  card says so) | context (use models/densenet121.pt + .json from the build context,
+#                  made on the host by `npm run export-model`).
+#
+# GPU image (not buildable on a machine without the CUDA images; reviewed, not CI-tested):
+#   1. unpack a CUDA libtorch (cxx11 ABI) to third_party/libtorch, and `npm run export-model` on the host;
+#   2. BASE_IMAGE must carry the CUDA toolkit (TorchConfig.cmake needs nvcc/CUDA headers) and Node,
+#      RUNTIME_IMAGE the CUDA runtime + cuDNN and Node, both with glibc >= 2.36 (e.g. images made
+#      FROM nvidia/cuda:12.4.1-cudnn-devel-ubuntu24.04 / -cudnn-runtime-ubuntu24.04 with
+#      `COPY --from=node:24-bookworm-slim /usr/local/ /usr/local/`);
+#   3. DOCKER_BUILDKIT=0 docker build --build-arg TORCH_SOURCE=context --build-arg MODEL_SOURCE=context \
+#        --build-arg BASE_IMAGE=<cuda-devel+node> --build-arg RUNTIME_IMAGE=<cuda-runtime+node> \
+#        -t densenet-serve:cuda .
+#   4. docker run --gpus all -e DEVICE=cuda ... (npm run deploy -- --gpu does this on Knative).
+
+ARG NODE_VERSION=24
+ARG BASE_IMAGE=node:${NODE_VERSION}-bookworm
+ARG RUNTIME_IMAGE=node:${NODE_VERSION}-bookworm-slim
+
+# ---------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_SOURCE=apt
+ARG MODEL_SOURCE=export
+ENV DEBIAN_FRONTEND=noninteractive
+# Toolchain, libtorch headers (apt mode) and Python torch for the exporter (export mode).
+# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; shared/README.md).
+RUN set -eu; \
+    pkgs="ca-certificates cmake g++ make"; \
+    if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libopenblas0-openmp"; fi; \
+    if [ "$MODEL_SOURCE" = export ]; then pkgs="$pkgs python3 python3-torch python3-torchvision"; fi; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends $pkgs; \
+    rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+# Native addon. cmake-js reads the Node headers from npm_config_nodedir (the official images keep
+# them under /usr/local/include/node); CMAKE_PREFIX_PATH points find_package(Torch) at a context libtorch.
+COPY third_party/ third_party/
+COPY CMakeLists.txt ./
+COPY native/ native/
+RUN set -eu; \
+    export npm_config_nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"; \
+    if [ "$TORCH_SOURCE" = context ]; then export CMAKE_PREFIX_PATH=/app/third_party/libtorch; fi; \
+    npm run build:native; \
+    test -f build/Release/densenet.node
+
+COPY tsconfig.json tsconfig.build.json ./
+COPY src/ src/
+RUN npm run build:ts && test -f dist/src/server/main.js
+
+COPY scripts/ scripts/
+COPY models/ models/
+RUN set -eu; \
+    if [ "$MODEL_SOURCE" = export ]; then npm run export-model; fi; \
+    if [ ! -f models/densenet121.pt ] || [ ! -f models/densenet121.json ]; then \
+      echo "models/densenet121.pt and .json are missing (MODEL_SOURCE=$MODEL_SOURCE): run 'npm run export-model' first" >&2; exit 1; \
+    fi
+
+# Only production dependencies go to the runtime image.
+RUN npm prune --omit=dev --no-audit --no-fund
+
+# ---------------------------------------------------------------------------------------------
+FROM ${RUNTIME_IMAGE} AS runtime
+ARG TORCH_SOURCE=apt
+ENV DEBIAN_FRONTEND=noninteractive
+# Runtime libraries only: Debian's libtorch (its own dependencies come along) and the OpenMP OpenBLAS.
+RUN set -eu; \
+    if [ "$TORCH_SOURCE" = apt ]; then \
+      apt-get update; \
+      apt-get install -y --no-install-recommends libtorch1.13 libopenblas0-openmp; \
+      rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
+    fi; \
+    groupadd --system --gid 10001 app; \
+    useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
+
+WORKDIR /app
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules/ node_modules/
+COPY --from=build /app/dist/ dist/
+COPY --from=build /app/build/Release/densenet.node build/Release/densenet.node
+COPY --from=build /app/models/densenet121.pt /app/models/densenet121.json models/
+# A context libtorch (CUDA) keeps the path it was built against, so rpath and LD_LIBRARY_PATH agree.
+COPY --from=build /app/third_party/ third_party/
+
+# Stable timings and ~40 % less RSS with glibc malloc (shared/README.md, "libtorch and the model").
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    MODEL_PATH=/app/models/densenet121.pt \
+    LD_LIBRARY_PATH=/app/third_party/libtorch/lib \
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
+
+# Numeric UID so that Kubernetes can verify runAsNonRoot.
+USER 10001:10001
+EXPOSE 8080
+# Liveness only (the model may still be loading): no curl in the image, Node's fetch does it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Exec form: node is PID 1 and gets SIGTERM itself; the server drains in-flight requests and exits 0.
+STOPSIGNAL SIGTERM
+CMD ["node", "dist/src/server/main.js"]
