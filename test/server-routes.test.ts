@@ -4,6 +4,7 @@
  * The real model over real HTTP is in server-http.test.ts.
  */
 import t from 'tap';
+import type { InjectOptions } from 'fastify';
 import { buildApp } from '../src/server/app.js';
 import { configFrom, type Config } from '../src/config.js';
 import { fakeBackend, fakeImage, FAKE_CLASSES, FAKE_SIZE } from './helpers/fake-backend.js';
@@ -82,7 +83,7 @@ t.test('multipart: any field name, topk field, several files in order', async (t
   t.same(many.json().results.map((x: { predictions: { class_id: number }[] }) => x.predictions[0]!.class_id), [0, 1, 2, 3]);
 });
 
-const errorCases: { name: string; req: () => Parameters<Awaited<ReturnType<typeof app>>['a']['inject']>[0]; status: number; code: string; over?: Partial<Config> }[] = [
+const errorCases: { name: string; req: () => InjectOptions; status: number; code: string; over?: Partial<Config> }[] = [
   { name: 'no file in multipart', req: () => ({ method: 'POST', url: '/predict', ...multipart([], { topk: '3' }) }), status: 400, code: 'NO_IMAGE' },
   { name: 'not an image', req: () => ({ method: 'POST', url: '/predict', ...multipart([{ data: Buffer.from('hello') }]) }), status: 415, code: 'UNSUPPORTED_IMAGE' },
   { name: 'corrupt image', req: () => ({ method: 'POST', url: '/predict', payload: { image: Buffer.from('BAD').toString('base64') } }), status: 400, code: 'CORRUPT_IMAGE' },
