@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Python/PyTorch side of the native tests and of `npm run bench:model`.
+
+  torch_forward.py forward --model M --threads T --input IN.f32 --shape N,C,H,W --output OUT.f32
+      Plain reference: torch.jit.load, eval, no_grad, NCHW input, default executor.
+      Writes the logits as raw float32 and prints their shape as JSON.
+  torch_forward.py serve --model M --threads T [--channels-last] [--no-profiling] [--precision bf16]
+      Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ...", "quit".
+      --channels-last / --no-profiling / --precision apply the addon's optimisations, so the
+      comparison is like for like.
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+
+def channels_last_constants(module):
+    """Same as native/engine.cc: 4-D tensor constants of the frozen graph -> channels-last."""
+    n = 0
+    for node in module.graph.nodes():
+        if node.kind() == "prim::Constant" and node.hasAttribute("value") and node.kindOf("value") == "t":
+            t = node.t("value")
+            if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                node.t_("value", t.contiguous(memory_format=torch.channels_last))
+                n += 1
+    return n
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["forward", "serve"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--input")
+    p.add_argument("--shape")
+    p.add_argument("--output")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--no-profiling", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--input-shape", default="3,224,224")
+    a = p.parse_args()
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    if a.no_profiling:
+        torch._C._jit_set_profiling_mode(False)
+    m = torch.jit.load(a.model, map_location="cpu").eval()
+    converted = channels_last_constants(m) if a.channels_last else 0
+
+    def run(x):
+        if a.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if a.precision == "bf16":
+                with torch.cpu.amp.autocast(dtype=torch.bfloat16):
+                    y = m(x)
+            else:
+                y = m(x)
+        return y.float()
+
+    if a.mode == "forward":
+        shape = [int(s) for s in a.shape.split(",")]
+        x = torch.from_file(a.input, size=int(torch.Size(shape).numel()), dtype=torch.float32).reshape(shape)
+        y = run(x).contiguous()
+        y.numpy().tofile(a.output)
+        print(json.dumps({"shape": list(y.shape), "threads": torch.get_num_threads(), "torch": torch.__version__}))
+        return
+
+    c, h, w = [int(s) for s in a.input_shape.split(",")]
+    print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} channels_last_weights={converted}", flush=True)
+    print("READY", flush=True)
+    g = torch.Generator().manual_seed(42)
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "quit":
+            break
+        if parts[0] != "forward":
+            print("ERROR unknown command", flush=True)
+            continue
+        b, n = int(parts[1]), int(parts[2])
+        x = torch.rand((b, c, h, w), generator=g) * 4 - 2
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            run(x)
+            times.append((time.perf_counter() - t0) * 1000)
+        print("TIMES " + " ".join(f"{t:.3f}" for t in times), flush=True)
+
+
+if __name__ == "__main__":
+    main()
