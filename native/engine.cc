@@ -241,6 +241,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     if (impl->bf16) info.optimizations.push_back(impl->device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
   } catch (const c10::Error& e) {
     throw EngineError(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw EngineError(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": " + e.what());
   }
 
   // Probe forward: proves the model runs and tells the number of classes.
@@ -255,6 +257,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   } catch (const c10::Error& e) {
     throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " +
                                            conciseTorchMessage(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " +
+                                           conciseTorchMessage(e.what()));
   }
   info.loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -271,7 +276,8 @@ std::vector<int64_t> Engine::forward(const float* input, const std::vector<int64
   } catch (const c10::Error& e) {
     throw EngineError(ErrorKind::Forward, conciseTorchMessage(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::Forward, e.what());
+    // TorchScript interpreter errors arrive as plain std::runtime_error.
+    throw EngineError(ErrorKind::Forward, conciseTorchMessage(e.what()));
   }
 }
 

@@ -72,9 +72,19 @@ export async function pythonForward(
   }
 }
 
-/** Runs a small Python snippet with torch (e.g. to make fixture TorchScript files). */
+/**
+ * Runs a small Python program with torch (e.g. to make fixture TorchScript files). It is run
+ * from a file, not `-c`: torch.jit.script needs the source of the classes it compiles.
+ */
 export async function pythonRun(code: string): Promise<string> {
   const python = await findTorchPython();
-  const r = await run(python, ['-c', code], { quiet: true });
-  return r.stdout;
+  const dir = await mkdtemp(join(tmpdir(), 'native-py-'));
+  try {
+    const file = join(dir, 'fixture.py');
+    await writeFile(file, code);
+    const r = await run(python, [file], { quiet: true });
+    return r.stdout;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
