@@ -105,7 +105,7 @@ async function main(argv: readonly string[]): Promise<number> {
     if (opts.load) {
       const live = process.stdout.isTTY && !opts.json;
       say(`\nload run against ${client.urlFor('/predict').href}: concurrency ${opts.concurrency}, ${opts.durationS} s …`);
-      outcome.load = await runLoad(client, predictRequest([images[0]!], opts.format === 'raw' ? 'raw' : opts.format, opts.topk), {
+      outcome.load = await runLoad(client, images.map((img) => predictRequest([img], opts.format, opts.topk)), {
         concurrency: opts.concurrency,
         durationS: opts.durationS,
         topk: opts.topk,

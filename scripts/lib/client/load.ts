@@ -72,7 +72,10 @@ function round(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
-export async function runLoad(client: HttpClient, spec: RequestSpec, opts: LoadOptions): Promise<LoadReport> {
+/** `specs` are sent in turn (one request per image given), each worker taking the next. */
+export async function runLoad(client: HttpClient, specs: readonly RequestSpec[], opts: LoadOptions): Promise<LoadReport> {
+  if (specs.length === 0) throw new Error('runLoad: no request to send');
+  let next = 0;
   const latencies: number[] = [];
   const errors: Record<string, number> = {};
   const examples: Record<string, string> = {};
@@ -84,10 +87,11 @@ export async function runLoad(client: HttpClient, spec: RequestSpec, opts: LoadO
   };
   const started = performance.now();
   const deadline = started + opts.durationS * 1000;
-  const what = client.describe(spec);
+  const what = client.describe(specs[0]!);
 
   async function worker(): Promise<void> {
     while (performance.now() < deadline) {
+      const spec = specs[next++ % specs.length]!;
       try {
         const res = await client.request(spec);
         if (res.status < 200 || res.status > 299) {
