@@ -68,7 +68,9 @@ export class InferenceService {
       forward: (input, n) => backend.forward(input, n),
       maxBatch: config.maxBatch,
       windowMs: config.batchWindowMs,
-      queueLimit: config.queueLimit,
+      // admit() is the real limit (it also counts images still being decoded and the running
+      // batch); the batcher's own cap is a safety net that admission keeps it from reaching.
+      queueLimit: config.queueLimit + config.maxBatch,
       imageSize: c * h * w,
       numClasses: backend.info.numClasses,
       timeoutMs: config.requestTimeoutMs,
