@@ -23,9 +23,10 @@ def fail(msg: str) -> None:
 
 
 # torchvision's old checkpoints name layers 'norm.1' etc.; '.' is no longer allowed in module
-# names, so torchvision's own _load_state_dict remaps them. Do the same for local files.
+# names, so torchvision's own _load_state_dict remaps them. Do the same for local files (and
+# also num_batches_tracked, which checkpoints saved by newer torch with old names carry).
 OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 
