@@ -32,6 +32,12 @@ export interface Metrics {
 export function createMetrics(maxBatch: number): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client names three gauges "*_total", which Prometheus reserves for counters
+  // (`promtool check metrics` fails on them). They are only sums of the per-type gauges
+  // nodejs_active_{handles,requests,resources}{type}, which stay.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
   const batchBuckets = [...new Set([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256].filter((b) => b < maxBatch).concat(maxBatch))].sort((a, b) => a - b);
   const registers = [registry];
   const m: Omit<Metrics, 'batchObserver'> = {
