@@ -23,7 +23,7 @@
 import sharp, { type OutputInfo } from 'sharp';
 import type { ModelCard } from './card.js';
 import { AppError } from './errors.js';
-import { resampleCrop } from './resample.js';
+import { resampleCropAsync } from './resample.js';
 
 export interface PreprocessSpec {
   resize: number;
@@ -139,7 +139,7 @@ export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpe
   }
   const size = resizedSize(srcW, srcH, resize);
   const { left, top } = centerCropOffsets(size.width, size.height, crop);
-  const rgb = resampleCrop(data, srcW, srcH, size.width, size.height, left, top, crop, crop);
+  const rgb = await resampleCropAsync(data, srcW, srcH, size.width, size.height, left, top, crop, crop);
 
   // HWC uint8 -> CHW float32 through a per-channel table computed as torchvision does it in
   // float32: (fround(v / 255) - mean) / std.

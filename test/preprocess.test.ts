@@ -13,7 +13,8 @@ import {
 } from '../src/preprocess.js';
 import { run } from '../scripts/lib/exec.js';
 import { findTorchPython } from '../scripts/lib/python.js';
-import { makeImage, writeImages, type ImageKind } from './helpers/images.js';
+import { resampleCrop, resampleCropAsync } from '../src/resample.js';
+import { makeImage, sceneRGB, writeImages, type ImageKind } from './helpers/images.js';
 import { ensureDefaultModel } from './helpers/model.js';
 
 const IMAGENET: PreprocessSpec = { resize: 256, crop: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
@@ -173,6 +174,22 @@ t.test('helpers follow torchvision arithmetic', async (t) => {
   t.equal(sniffFormat(await makeImage('tiff')), 'tiff');
   t.equal(sniffFormat(await makeImage('gif')), 'gif');
   t.equal(sniffFormat(Buffer.from('GIF8')), undefined, 'too short');
+});
+
+t.test('the resize of a large image lets the event loop run', async (t) => {
+  const src = sceneRGB(4000, 3000, 5);
+  let turns = 0;
+  let running = true;
+  const spin = (): void => {
+    turns++;
+    if (running) setImmediate(spin);
+  };
+  setImmediate(spin);
+  const asyncOut = await resampleCropAsync(src, 4000, 3000, 341, 256, 58, 16, 224, 224);
+  running = false;
+  t.ok(turns >= 10, `event loop turns during the resize: ${turns}`);
+  t.same(asyncOut, resampleCrop(src, 4000, 3000, 341, 256, 58, 16, 224, 224), 'same pixels as the synchronous form');
+  t.throws(() => resampleCrop(src, 4000, 3000, 341, 256, 200, 16, 224, 224), RangeError, 'crop outside the image');
 });
 
 t.test('time per image (printed, not asserted)', async (t) => {
