@@ -1,0 +1,37 @@
+# node-gyp alternative to CMakeLists.txt (cmake-js is the default build): the same sources into
+# build/Release/densenet.node. `npm run build:native:gyp` (= node-gyp rebuild). Needs Node's
+# headers locally: Debian's are found with nodedir=/usr (npm config set nodedir /usr, or
+# `node-gyp rebuild --nodedir=/usr`); node-gyp otherwise tries to download them.
+# Default libtorch: Debian's libtorch-dev (/usr/include, /usr/lib/x86_64-linux-gnu). Another one:
+# LIBTORCH=/path/to/libtorch (a zip/pip libtorch with include/ and lib/); TORCH_CXX11_ABI=0 for
+# a pre-C++11-ABI build. Linking torch_cuda (when present) is left to the CMake build.
+{
+  "variables": {
+    "libtorch_inc%": "<!(node -p \"process.env.LIBTORCH ? process.env.LIBTORCH + '/include' : '/usr/include'\")",
+    "libtorch_lib%": "<!(node -p \"process.env.LIBTORCH ? process.env.LIBTORCH + '/lib' : '/usr/lib/x86_64-linux-gnu'\")",
+    "cxx11_abi%": "<!(node -p \"process.env.TORCH_CXX11_ABI || '1'\")"
+  },
+  "targets": [
+    {
+      "target_name": "densenet",
+      "sources": ["native/addon.cc", "native/engine.cc", "native/worker.cc"],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native",
+        "<(libtorch_inc)",
+        "<(libtorch_inc)/torch/csrc/api/include"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
+        "_GLIBCXX_USE_CXX11_ABI=<(cxx11_abi)"
+      ],
+      # Node's common.gypi disables exceptions and RTTI; libtorch needs both.
+      "cflags!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-Wno-unused-parameter"],
+      "libraries": ["-L<(libtorch_lib)", "-Wl,-rpath,<(libtorch_lib)", "-ltorch", "-ltorch_cpu", "-lc10"]
+    }
+  ]
+}
