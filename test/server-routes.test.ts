@@ -282,3 +282,29 @@ t.test('admission: more images than QUEUE_LIMIT in flight -> 503 QUEUE_FULL + Re
   const text = (await a.inject({ method: 'GET', url: '/metrics' })).body;
   t.match(text, /inference_rejected_total\{reason="queue_full"\} [1-9]/);
 });
+
+t.test('REQUEST_TIMEOUT_MS: a request that cannot finish in time gets 503 + Retry-After', async (t) => {
+  const { a, backend } = await app({ requestTimeoutMs: 50, maxBatch: 1 });
+  backend.delayMs = 300;
+  const [first, second] = await Promise.all([
+    a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } }),
+    a.inject({ method: 'POST', url: '/predict', payload: { image: b64(2) } }),
+  ]);
+  for (const r of [first, second]) {
+    t.equal(r.statusCode, 503);
+    t.equal(r.json().code, 'REQUEST_TIMEOUT');
+    t.match(r.headers['retry-after'], /^\d+$/);
+  }
+  const text = (await a.inject({ method: 'GET', url: '/metrics' })).body;
+  t.match(text, /inference_rejected_total\{reason="timeout"\} 2/);
+});
+
+t.test('draining: responses carry connection: close, inference 503 SHUTTING_DOWN with Retry-After', async (t) => {
+  const { a } = await app();
+  a.ctx.markDraining();
+  const r = await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } });
+  t.equal(r.statusCode, 503);
+  t.equal(r.json().code, 'SHUTTING_DOWN');
+  t.ok(r.headers['retry-after']);
+  t.equal(r.headers.connection, 'close');
+});

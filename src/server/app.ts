@@ -88,7 +88,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     keepAliveTimeout: 5_000,
     // Node checks request/headers timeouts on this interval (default 30 s: too coarse).
     http: { connectionsCheckingInterval: Math.min(1000, config.httpRequestTimeoutMs), headersTimeout: Math.min(60_000, config.httpRequestTimeoutMs) },
-    return503OnClosing: true,
+    // While closing, requests on open keep-alive sockets still reach the routes: inference
+    // answers 503 SHUTTING_DOWN in our JSON shape with Retry-After, probes answer as they should
+    // (readiness 503), and every response says `connection: close` (onRequest hook below).
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     requestIdHeader: false, // handled in genReqId so a hostile id is replaced, not echoed
     genReqId: (req) => {
@@ -149,6 +152,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
+    if (ctx.state === 'draining') void reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
