@@ -12,6 +12,7 @@ import t, { type Test } from 'tap';
 import { loadConfig, type Config } from '../src/config.js';
 import { SchemaError, validateError, validateMultiResponse, validatePredictResponse } from '../scripts/lib/client/schema.js';
 import { camelCase, fencedBlocks, headingAnchors, runnableCommands, section, tableRows } from './helpers/readme.js';
+import { isMutating, makeFakeTools, notFound, short } from './helpers/fake-tools.js';
 import { startServer } from './helpers/server.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -161,6 +162,11 @@ t.test('against a real server with the real model', async (t) => {
   t.test('metrics table = the live /metrics (names, types, labels)', async (t) => checkMetrics(t, base));
 });
 
+/**
+ * Runs the `sh runnable` commands in README order, in one scratch directory, against the test
+ * server. Block tags: `fails` (must exit non-zero with an error body), `fake-cluster` (stand-in
+ * docker/kind/kubectl first on PATH; no command may change anything).
+ */
 async function runCommands(t: Test, base: string): Promise<void> {
   await mkdir(join(ROOT, 'tmp'), { recursive: true });
   // Inside the repository (git-ignored tmp/) so that `npm run` finds package.json from here.
@@ -170,26 +176,44 @@ async function runCommands(t: Test, base: string): Promise<void> {
   await writeFile(join(dir, '.curlrc'), 'fail-with-body\nshow-error\n');
   const env: NodeJS.ProcessEnv = { ...process.env, CURL_HOME: dir, DENSENET_URL: base };
   delete env.API_TOKEN;
+  // No cluster here: kind has none, kubectl finds nothing, no image is built yet.
+  const tools = await makeFakeTools({
+    rules: [
+      { tool: 'kind', match: 'get clusters', responses: [{ stdout: '' }] },
+      { tool: 'kubectl', match: 'get', responses: [notFound('resource')] },
+      { tool: 'docker', match: 'image inspect', responses: [{ exit: 1, stderr: 'Error: No such image\n' }] },
+    ],
+  });
+  t.teardown(() => tools.cleanup());
+  const clusterEnv: NodeJS.ProcessEnv = { ...env, PATH: `${tools.dir}:${process.env.PATH ?? ''}` };
 
-  const failing = new Set(
-    fencedBlocks(README)
-      .filter((b) => b.info[0] === 'sh' && b.info.includes('runnable') && b.info.includes('fails'))
-      .flatMap((b) => runnableCommands(`\`\`\`sh runnable\n${b.body}\n\`\`\``).map((c) => c.command)),
-  );
   const commands = runnableCommands(README);
-  for (const { command, line } of commands) {
+  t.ok(commands.some((c) => c.tags.includes('fails')) && commands.some((c) => c.tags.includes('fake-cluster')), 'all kinds of blocks found');
+  for (const { command, line, tags } of commands) {
     const rewritten = command.replaceAll('localhost:8080', base.replace(/^http:\/\//, ''));
     t.ok(!/localhost:\d+/.test(rewritten), `line ${line}: no other port hard-coded`);
-    const r = await sh(rewritten, dir, env);
+    const cluster = tags.includes('fake-cluster');
+    const r = await sh(rewritten, dir, cluster ? clusterEnv : env);
     const detail = { command: rewritten, stdout: r.stdout.slice(-2000), stderr: r.stderr.slice(-2000) };
-    if (failing.has(command)) {
+    if (tags.includes('fails')) {
       t.not(r.code, 0, `README line ${line} fails as documented: ${command}`, detail);
       t.doesNotThrow(() => validateError(JSON.parse(r.stdout)), 'with an error body', detail);
       continue;
     }
     t.equal(r.code, 0, `README line ${line}: ${command}`, detail);
-    if (r.code === 0) t.test(`output of line ${line}`, async (tt) => checkOutput(tt, command, r.stdout));
+    if (r.code !== 0) continue;
+    if (cluster) {
+      const all = r.stdout + r.stderr;
+      if (/ --help\b/.test(command)) t.match(all, /Usage: npm run /, `line ${line}: usage text`);
+      if (/deploy -- --dry-run/.test(command)) t.match(all, /apiVersion: serving\.knative\.dev\/v1\s+kind: Service/, `line ${line}: prints the manifest`);
+      if (/--dry-run/.test(command)) t.match(all, /dry.run/i, `line ${line}: says it is a dry run`);
+    } else {
+      t.test(`output of line ${line}`, async (tt) => checkOutput(tt, command, r.stdout));
+    }
   }
+  const changed = tools.commands().filter(isMutating).map(short);
+  t.same(changed, [], 'the --help and --dry-run forms changed nothing (no build, load, apply, create, delete)');
+  t.ok(tools.commands().length > 0, 'the cluster commands did consult the (stand-in) tools');
 }
 
 async function checkMetrics(t: Test, base: string): Promise<void> {

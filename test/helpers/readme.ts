@@ -32,6 +32,8 @@ export function fencedBlocks(md: string): FencedBlock[] {
 export interface RunnableCommand {
   command: string;
   line: number;
+  /** The block's info words after `sh`, e.g. ["runnable", "fails"]. */
+  tags: string[];
 }
 
 /** Commands of the `sh runnable` blocks: one per line (a trailing `\` continues), comments skipped. */
@@ -45,7 +47,7 @@ export function runnableCommands(md: string): RunnableCommand[] {
       const line = b.line + 1 + i;
       while (cmd.endsWith('\\') && i + 1 < lines.length) cmd = `${cmd.slice(0, -1)}${lines[++i]!}`;
       if (cmd.trim() === '' || cmd.trim().startsWith('#')) continue;
-      out.push({ command: cmd.trim(), line });
+      out.push({ command: cmd.trim(), line, tags: b.info.slice(1) });
     }
   }
   return out;
