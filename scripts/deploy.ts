@@ -40,6 +40,7 @@ const OPTIONS: OptionTable = {
   namespace: { type: 'string', help: 'namespace', default: D.namespace, valueName: 'ns' },
   'host-port': { type: 'string', help: 'host port of the kind cluster (setup-cluster --host-port), for the printed URL', default: '31080', valueName: 'port' },
   image: { type: 'string', help: 'deploy this image instead of building one (still loaded into kind)', valueName: 'ref' },
+  context: { type: 'string', help: 'docker build context with the Dockerfile (default: this repository)', valueName: 'dir' },
   'build-arg': { type: 'string', multiple: true, help: 'extra docker build argument (repeatable)', valueName: 'KEY=VALUE' },
   gpu: { type: 'boolean', help: 'CUDA image (TORCH_SOURCE=context, see Dockerfile), nvidia.com/gpu: 1, DEVICE=cuda' },
   'cuda-base-image': { type: 'string', help: 'with --gpu: build-stage image with the CUDA toolkit and Node', default: 'densenet-cuda-devel:local', valueName: 'ref' },
@@ -65,6 +66,8 @@ export interface DeployOptions {
   cluster: string;
   hostPort: number;
   image?: string;
+  /** Build context; its build inputs make the image tag. */
+  contextDir: string;
   buildArgs: Record<string, string>;
   cudaBaseImage: string;
   cudaRuntimeImage: string;
@@ -97,6 +100,7 @@ export function parseDeployArgs(argv: readonly string[]): DeployOptions | undefi
     cluster: str(p, 'cluster'),
     hostPort: int(p, 'host-port', 1, 65535),
     image: optStr(p, 'image'),
+    contextDir: resolve(optStr(p, 'context') ?? ROOT),
     buildArgs: keyValues(list(p, 'build-arg'), 'build-arg'),
     cudaBaseImage: str(p, 'cuda-base-image'),
     cudaRuntimeImage: str(p, 'cuda-runtime-image'),
@@ -182,14 +186,14 @@ export async function deploy(o: DeployOptions, logLine: (s: string) => void = lo
   if (!image) {
     const buildArgs = { ...(o.service.gpu ? cudaBuildArgs(o.cudaBaseImage, o.cudaRuntimeImage) : {}), ...o.buildArgs };
     if (o.service.gpu) {
-      const missing = gpuPrerequisites(ROOT);
+      const missing = gpuPrerequisites(o.contextDir);
       if (missing.length) {
         const err = new DeployError(`--gpu needs ${missing.join(' and ')}`, 'See the Dockerfile header, "GPU image".');
         if (!o.dryRun) throw err;
         logLine(`warning (dry-run continues): ${err.message}`);
       }
     }
-    image = imageTag(await buildInputsHash(ROOT, buildArgs), o.service.gpu);
+    image = imageTag(await buildInputsHash(o.contextDir, buildArgs), o.service.gpu);
     logLine(`== image ${image} (tag = hash of the build inputs)`);
     let exists = false;
     await tolerate(ctx, async () => {
@@ -197,7 +201,7 @@ export async function deploy(o: DeployOptions, logLine: (s: string) => void = lo
     });
     if (exists) logLine('image exists; not rebuilding');
     else
-      await mutate(ctx, ctx.tools.docker, dockerBuildArgs(image, buildArgs, ROOT), {
+      await mutate(ctx, ctx.tools.docker, dockerBuildArgs(image, buildArgs, o.contextDir), {
         inherit: true,
         hint: 'See the build output above. Without buildx, use DOCKER=/usr/bin/docker (Debian docker.io) or DOCKER_BUILDKIT=0.',
       });

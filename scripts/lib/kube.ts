@@ -256,9 +256,18 @@ export async function waitFor(
   }
 }
 
-/** `kubectl get -o json`, undefined when absent; other failures throw. */
+const printedOnce = new WeakMap<Ctx, Set<string>>();
+
+/**
+ * `kubectl get -o json`, undefined when absent; other failures throw. Polls repeat the same
+ * command many times: it is printed the first time only, unless `quiet` is false.
+ */
 export async function getJson<T = Record<string, unknown>>(ctx: Ctx, args: readonly string[], quiet = true): Promise<T | undefined> {
-  const r = await kubectl(ctx, ['get', ...args, '-o', 'json'], { reject: false, quiet });
+  const seen = printedOnce.get(ctx) ?? new Set<string>();
+  printedOnce.set(ctx, seen);
+  const key = args.join('\0');
+  const r = await kubectl(ctx, ['get', ...args, '-o', 'json'], { reject: false, quiet: quiet && seen.has(key) });
+  seen.add(key);
   if (r.exitCode !== 0) {
     if (/NotFound|not found/i.test(r.stderr)) return undefined;
     throw new CommandError(`kubectl --context ${kubeContext(ctx.cluster)} get ${args.join(' ')} -o json`, r.exitCode, r.stderr, 'Is the cluster running? Try `npm run status`.');
