@@ -5,7 +5,8 @@
 //       "forward B ITERS" -> "TIMES ms1 ms2 ..." ; "quit"
 // Options: --device D --threads T --precision fp32|bf16 --no-channels-last --no-freeze
 //          --optimize-for-inference --profiling-executor --input-shape C,H,W --warmup W
-//          --dump PREFIX (writes PREFIX.b<N>.f32: logits of the deterministic input, raw float32)
+//          --dump PREFIX (writes PREFIX.b<N>.f32: logits of the deterministic input, and
+//          PREFIX.b<N>.in.f32: that input; raw float32)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -171,7 +172,9 @@ int main(int argc, char** argv) {
       if (!dump.empty()) {
         std::ofstream f(dump + ".b" + std::to_string(b) + ".f32", std::ios::binary);
         f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size() * sizeof(float)));
-        if (!f) throw std::runtime_error("cannot write " + dump);
+        std::ofstream fi(dump + ".b" + std::to_string(b) + ".in.f32", std::ios::binary);
+        fi.write(reinterpret_cast<const char*>(in.data()), static_cast<std::streamsize>(in.size() * sizeof(float)));
+        if (!f || !fi) throw std::runtime_error("cannot write " + dump);
       }
     }
   } catch (const std::exception& e) {

@@ -68,27 +68,38 @@ int parametersToChannelsLast(torch::jit::Module& module) {
   return converted;
 }
 
-// Autocast state is thread-local; switch it on only around a forward.
+// Autocast state is thread-local; switch it on only around a forward. torch >= 2.4 has the
+// per-device API; the older per-backend calls are deprecated there.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define DENSENET_AUTOCAST_BY_DEVICE 1
+#endif
 class AutocastScope {
  public:
   AutocastScope(bool enabled, bool cuda) : enabled_(enabled), cuda_(cuda) {
-    if (!enabled_) return;
-    if (cuda_) {
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-      at::autocast::set_enabled(true);
-    } else {
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      at::autocast::set_cpu_enabled(true);
-    }
+    if (enabled_) set(true);
   }
   ~AutocastScope() {
     if (!enabled_) return;
-    if (cuda_) at::autocast::set_enabled(false);
-    else at::autocast::set_cpu_enabled(false);
+    set(false);
     at::autocast::clear_cache();
   }
 
  private:
+  void set(bool on) {
+#ifdef DENSENET_AUTOCAST_BY_DEVICE
+    const at::DeviceType type = cuda_ ? at::kCUDA : at::kCPU;
+    if (on) at::autocast::set_autocast_dtype(type, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type, on);
+#else
+    if (cuda_) {
+      if (on) at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(on);
+    } else {
+      if (on) at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(on);
+    }
+#endif
+  }
   bool enabled_, cuda_;
 };
 
@@ -237,6 +248,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     if (impl->device.is_cuda()) {
       at::globalContext().setBenchmarkCuDNN(true);
       info.optimizations.push_back("cudnn_benchmark");
+      if (at::globalContext().allowTF32CuDNN()) info.optimizations.push_back("cudnn_tf32");
     }
     if (impl->bf16) info.optimizations.push_back(impl->device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
   } catch (const c10::Error& e) {
