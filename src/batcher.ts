@@ -40,6 +40,12 @@ export interface BatcherOptions {
    */
   batchSizes?: readonly number[];
   observer?: BatchObserver;
+  /**
+   * Images accepted upstream but not submitted yet (still being decoded). When it is 0 nobody
+   * is on the way, so an idle batcher runs at once instead of waiting out the window: a lone
+   * request (c=1) pays no batching delay. Default: always wait the window.
+   */
+  incoming?: () => number;
 }
 
 interface Pending {
@@ -173,9 +179,10 @@ export class Batcher {
 
   private schedule(): void {
     if (this.running > 0 || this.queued === 0) return;
+    const incoming = this.opts.incoming?.() ?? Infinity;
     if (this.queued >= this.opts.maxBatch) {
       this.dispatch();
-    } else if (this.opts.windowMs <= 0) {
+    } else if (this.opts.windowMs <= 0 || incoming === 0) {
       // Let requests that arrive in the same event-loop turn share the forward.
       this.immediate ??= setImmediate(() => {
         this.immediate = undefined;

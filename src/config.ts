@@ -101,9 +101,11 @@ function device(env: Env): DeviceSetting {
  * Defaults, measured on the 2-vCPU dev VM (numbers in the HTTP report / README):
  * - MAX_BATCH 8: b8 costs ~0.7-0.8x per image of b1 on CPU, so batching buys ~25-30 % throughput
  *   under load; beyond 8 the per-image gain is flat while latency of a full batch keeps growing.
- * - BATCH_WINDOW_MS 2: the window only applies when the model is idle (while a forward runs,
- *   arrivals queue up and form the next batch at once), so it costs c=1 latency ~2 ms (<5 % of a
- *   ~40 ms forward) and lets requests arriving in the same few ms share a forward.
+ * - BATCH_WINDOW_MS 5: the window only applies when the model is idle AND other images are
+ *   still being decoded (Batcher `incoming`); a lone request runs at once (c=1 pays nothing) and
+ *   while a forward runs, arrivals queue up and form the next batch as soon as it ends. 5 ms is
+ *   about one image decode: long enough to catch a request that is on its way, short against a
+ *   ~40 ms forward.
  * - QUEUE_LIMIT 64 images: 8 full batches ≈ 2 s of work at b8 on this CPU; deeper queues only
  *   turn into timeouts.
  */
@@ -125,7 +127,7 @@ export function loadConfig(env: Env = process.env): Config {
     precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
     threads: int(env, 'THREADS', cores, 1, 1024),
     maxBatch,
-    batchWindowMs: int(env, 'BATCH_WINDOW_MS', 2, 0, 10_000),
+    batchWindowMs: int(env, 'BATCH_WINDOW_MS', 5, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),
     bodyLimit: bytes(env, 'BODY_LIMIT', 16 * 1024 * 1024, 1024, 1024 ** 3),
     maxPixels: int(env, 'MAX_PIXELS', 40_000_000, 1, 1_000_000_000),

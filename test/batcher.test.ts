@@ -135,3 +135,22 @@ t.test('close() waits for queued and running work, then refuses', async (t) => {
   const err = await b.submit([img(1)]).catch((e: unknown) => e);
   t.equal((err as AppError).code, 'SHUTTING_DOWN');
 });
+
+t.test('idle with nobody on the way: no window wait; with images on the way: wait', async (t) => {
+  const r = recorder(1);
+  let incoming = 0;
+  const b = new Batcher({ ...base, windowMs: 60_000, incoming: () => incoming, forward: r.forward });
+  const lone = b.submit([img(1)]);
+  await new Promise((res) => setImmediate(res));
+  await new Promise((res) => setImmediate(res));
+  t.same(r.batches, [1], 'a lone request runs at once despite a 60 s window');
+  await lone;
+  incoming = 1;
+  const waiting = b.submit([img(2)]);
+  await new Promise((res) => setTimeout(res, 20));
+  t.same(r.batches, [1], 'waits while another image is being decoded');
+  incoming = 0;
+  const second = b.submit([img(3)]); // the awaited image arrives: run both together now
+  await Promise.all([waiting, second]);
+  t.same(r.batches, [1, 2]);
+});

@@ -7,7 +7,7 @@ t.test('defaults', async (t) => {
   t.equal(c.port, 8080);
   t.equal(c.host, '0.0.0.0');
   t.equal(c.maxBatch, 8);
-  t.equal(c.batchWindowMs, 2);
+  t.equal(c.batchWindowMs, 5);
   t.ok(c.bodyLimit >= 8 * 1024 * 1024, 'body limit default >= 8 MiB');
   t.equal(c.apiToken, undefined);
   t.equal(c.device, 'auto');

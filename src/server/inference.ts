@@ -55,6 +55,8 @@ export class InferenceService {
   readonly batcher: Batcher;
   private readonly preprocessSlots: Semaphore;
   private admitted = 0;
+  /** Images being decoded right now: the batcher's "more are on the way" signal. */
+  private decoding = 0;
 
   constructor(
     readonly backend: InferenceBackend,
@@ -76,6 +78,7 @@ export class InferenceService {
       timeoutMs: config.requestTimeoutMs,
       ...(batchSizes ? { batchSizes } : {}),
       observer: metrics.batchObserver,
+      incoming: () => this.decoding,
     });
   }
 
@@ -102,14 +105,19 @@ export class InferenceService {
   }
 
   async preprocessOne(image: Uint8Array): Promise<Float32Array> {
-    return this.preprocessSlots.run(async () => {
-      const end = this.metrics.preprocess.startTimer();
-      try {
-        return await this.backend.preprocess(image);
-      } finally {
-        end();
-      }
-    });
+    this.decoding++;
+    try {
+      return await this.preprocessSlots.run(async () => {
+        const end = this.metrics.preprocess.startTimer();
+        try {
+          return await this.backend.preprocess(image);
+        } finally {
+          end();
+        }
+      });
+    } finally {
+      this.decoding--;
+    }
   }
 
   /** Preprocess every image; failures are per image (the caller decides whether one fails all). */
