@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -104,6 +105,73 @@ t.test('bad command line -> exit 2', async (t) => {
   const h = await runClient(['--help']);
   t.equal(h.code, 0);
   t.match(h.stdout, /--load/);
+});
+
+/**
+ * A stand-in HTTP server for what a real densenet-serve cannot show on demand: which Host header
+ * arrived (Kourier routes by it), a non-JSON answer (a wrong --url pointing at another web
+ * server), and a slow first request (a cold start after scale-to-zero).
+ */
+async function standIn(handler: http.RequestListener): Promise<{ url: string; close(): Promise<void> }> {
+  const srv = http.createServer(handler);
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => srv.close(() => r())) };
+}
+
+const PREDICTION = {
+  predictions: [0, 1, 2, 3, 4].map((i) => ({ class_id: i, class_name: `class ${i}`, confidence: 0.1 - i * 0.01 })),
+  latency_ms: 1.5,
+  model_variant: 'densenet121_random-init',
+  batch_size: 1,
+};
+
+t.test('--host is sent as the Host header; a non-JSON answer is a failure that says so', async (t) => {
+  const hosts: string[] = [];
+  const srv = await standIn((req, res) => {
+    hosts.push(req.headers.host ?? '');
+    if (req.url === '/html/health') {
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html>some other site</html>');
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"Not Found","code":"NOT_FOUND","message":"no route"}');
+  });
+  t.teardown(() => srv.close());
+  const r = await runClient(['--url', srv.url, '--host', 'densenet.default.127.0.0.1.sslip.io']);
+  t.equal(r.code, 1, show(r));
+  t.same(hosts, ['densenet.default.127.0.0.1.sslip.io']);
+  t.match(r.stderr, /not found \(404\).*check that --host names the Knative service/);
+  const html = await runClient(['--url', `${srv.url}/html`]);
+  t.equal(html.code, 1, show(html));
+  t.match(html.stderr, /GET http:\/\/127\.0\.0\.1:\d+\/html\/health answered 200 with a body that is not JSON: "<html>some other site/);
+});
+
+t.test('--load flags a cold start when the first request is slow, and not otherwise', async (t) => {
+  let first = true;
+  const srv = await standIn((req, res) => {
+    const answer = (): void => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/' || req.url === '/health' || req.url === '/readyz') res.end('{"status":"ok"}');
+      else res.end(JSON.stringify(PREDICTION));
+    };
+    req.resume();
+    req.on('end', () => {
+      if (first) {
+        first = false;
+        setTimeout(answer, 1500); // a pod starting and loading the model
+      } else setTimeout(answer, 5);
+    });
+  });
+  t.teardown(() => srv.close());
+  const args = ['--url', srv.url, '--load', '--concurrency', '2', '--duration', '1', '--make', '1', '--json'];
+  const cold = await runClient(args);
+  t.equal(cold.code, 0, show(cold));
+  const c = (JSON.parse(cold.stdout) as { load: { cold_start: { detected: boolean; first_ms: number; first_request: string } } }).load.cold_start;
+  t.equal(c.detected, true, `first request ${c.first_ms} ms`);
+  t.match(c.first_request, /^GET http:\/\/127\.0\.0\.1:\d+\/health$/);
+  const warm = await runClient(args);
+  t.equal(warm.code, 0, show(warm));
+  t.equal((JSON.parse(warm.stdout) as { load: { cold_start: { detected: boolean } } }).load.cold_start.detected, false, 'warm: no cold start');
 });
 
 // One server for everything (loading + warming up the model is the slow part on 2 shared cores):

@@ -197,7 +197,15 @@ async function runCommands(t: Test, base: string): Promise<void> {
     const detail = { command: rewritten, stdout: r.stdout.slice(-2000), stderr: r.stderr.slice(-2000) };
     if (tags.includes('fails')) {
       t.not(r.code, 0, `README line ${line} fails as documented: ${command}`, detail);
-      t.doesNotThrow(() => validateError(JSON.parse(r.stdout)), 'with an error body', detail);
+      if (command.startsWith('curl')) {
+        t.doesNotThrow(() => validateError(JSON.parse(r.stdout)), 'with an error body', detail);
+      } else {
+        // The message the Troubleshooting table quotes, e.g. "invalid configuration: MAX_BATCH: …".
+        const first = r.stderr.split('\n').find((l) => /invalid configuration|FAILED/.test(l));
+        t.ok(first, 'says why on stderr', detail);
+        const quoted = first?.replace(/^.*?(invalid configuration: \S+|FAILED: [^(:]+).*$/, '$1') ?? '<none>';
+        t.ok(section(README, 'Troubleshooting').includes(quoted), `Troubleshooting quotes "${quoted}"`);
+      }
       continue;
     }
     t.equal(r.code, 0, `README line ${line}: ${command}`, detail);
