@@ -18,7 +18,8 @@ import sys
 
 
 def fail(msg: str) -> None:
-    print(f"ERROR: {msg}", file=sys.stderr)
+    # One line: the caller shows the last "ERROR: " line as the message.
+    print("ERROR: " + " ".join(msg.split()), file=sys.stderr)
     sys.exit(2)
 
 
@@ -78,12 +79,17 @@ def main() -> None:
     if args.weights == "imagenet":
         # urllib has no timeout by default: an unreachable host would hang the export.
         socket.setdefaulttimeout(args.download_timeout)
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(meta_weights.url))
+        was_cached = os.path.isfile(cached)
         try:
             model = densenet121(weights=meta_weights)
         except Exception as e:
+            if was_cached:
+                fail(f"the cached ImageNet weights {cached} could not be loaded: {type(e).__name__}: "
+                     f"{str(e).strip()[:400]}. Delete the file to download it again.")
             fail(f"could not download the ImageNet weights ({meta_weights.url}): {type(e).__name__}: {e}. "
                  "Without internet use --weights random (seeded, untrained) or --weights-file path.pth "
-                 f"(or put the file into {torch.hub.get_dir()}/checkpoints/).")
+                 f"(or put the file into {os.path.dirname(cached)}/).")
     else:
         model = densenet121(weights=None)
         if args.weights == "file":

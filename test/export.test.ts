@@ -3,7 +3,7 @@
  * card fields, idempotency, re-export of a tampered file, a local --weights-file checkpoint
  * (with torchvision's old "norm.1"-style keys), and clear errors for bad checkpoints.
  */
-import { readFile, stat, writeFile, appendFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import t from 'tap';
 import { RANDOM_INIT_WEIGHTS, cardPathFor, isRandomInit, loadCard, validateCard } from '../src/card.js';
@@ -16,8 +16,10 @@ import { ensureDefaultModel } from './helpers/model.js';
 const ROOT = resolve(import.meta.dirname, '..');
 const dir = t.testdir({});
 
-async function cli(args: string[]): Promise<{ exitCode: number; out: string }> {
-  const r = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'export-model.ts'), ...args], { quiet: true, reject: false, cwd: ROOT });
+async function cli(args: string[], env?: Record<string, string>): Promise<{ exitCode: number; out: string }> {
+  const r = await run(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'export-model.ts'), ...args], {
+    quiet: true, reject: false, cwd: ROOT, ...(env ? { env: { ...process.env, ...env } } : {}),
+  });
   return { exitCode: r.exitCode, out: `${r.stdout}\n${r.stderr}` };
 }
 
@@ -88,6 +90,9 @@ for k, v in m.state_dict().items():
     sd['module.' + k] = v
 assert any('.norm.1.' in k for k in sd)
 torch.save({'state_dict': sd, 'epoch': 3}, sys.argv[1])
+# The same weights as torch hub caches torchvision's ImageNet checkpoint (plain dict, old keys).
+if len(sys.argv) > 3:
+    torch.save({k[len('module.'):]: v for k, v in sd.items() if not k.endswith('num_batches_tracked')}, sys.argv[3])
 x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(99))
 with torch.no_grad():
     torch.save(m(x), sys.argv[2])
@@ -106,7 +111,9 @@ print((a - ref).abs().max().item(), (a - b).abs().max().item())
 t.test('--weights-file: a local checkpoint with old-style keys', async (t) => {
   const pth = join(dir, 'seed7.pth');
   const refLogits = join(dir, 'seed7-logits.pt');
-  await python(MAKE_PTH, [pth, refLogits]);
+  const torchHome = join(dir, 'torch-home');
+  await mkdir(join(torchHome, 'hub', 'checkpoints'), { recursive: true });
+  await python(MAKE_PTH, [pth, refLogits, join(torchHome, 'hub', 'checkpoints', 'densenet121-a639ec97.pth')]);
   const fileOut = join(dir, 'file', 'm7.pt');
   const r = await cli(['--weights-file', pth, '--out', fileOut]);
   t.equal(r.exitCode, 0, 'exit code 0');
@@ -124,6 +131,20 @@ t.test('--weights-file: a local checkpoint with old-style keys', async (t) => {
 
   const again = await cli(['--weights-file', pth, '--out', fileOut]);
   t.match(again.out, /up to date/, 'same checkpoint: nothing to do');
+
+  // auto with the ImageNet checkpoint in the torch hub cache (a stand-in with the same layout:
+  // plain state_dict, old key names) picks ImageNet, offline, through torchvision's loader.
+  const hubOut = join(dir, 'hub', 'm.pt');
+  const auto = await cli(['--out', hubOut], { TORCH_HOME: torchHome });
+  t.equal(auto.exitCode, 0, 'auto export with a cached checkpoint');
+  t.match(auto.out, /--weights auto: using ImageNet/);
+  const hubCard = await loadCard(cardPathFor(hubOut));
+  t.match(hubCard, { weights: 'imagenet1k_v1', variant: 'densenet121_imagenet1k_v1' });
+  t.equal(hubCard.seed, undefined);
+  const [hubVsEager] = (await python(COMPARE, [refLogits, hubOut, out])).trim().split(' ').map(Number) as [number];
+  t.ok(hubVsEager <= 1e-4, `loaded the cached checkpoint (max diff ${hubVsEager})`);
+  const autoAgain = await cli(['--out', hubOut], { TORCH_HOME: torchHome });
+  t.match(autoAgain.out, /up to date \(weights: imagenet1k_v1\)/, 'auto keeps an intact ImageNet export');
 });
 
 t.test('bad checkpoints fail with a clear message', async (t) => {
