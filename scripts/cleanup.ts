@@ -26,6 +26,7 @@ export interface CleanupOptions {
 
 export async function cleanup(o: CleanupOptions, logLine: (s: string) => void = log): Promise<void> {
   const ctx: Ctx = { cluster: o.clusterName, tools: toolsFromEnv(), dryRun: o.dryRun, timing: timingFromEnv(), log: logLine };
+  if (o.dryRun) logLine('== dry run: commands that would delete something are printed, not run');
   await requireTools(ctx, ['kind', 'kubectl']);
   if (!(await clusterExists(ctx))) {
     logLine(`kind cluster '${o.clusterName}' does not exist; nothing to delete`);
