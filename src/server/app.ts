@@ -85,7 +85,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     bodyLimit: config.bodyLimit,
     // Whole-request receive deadline: a trickled (slowloris) body is cut after this.
     requestTimeout: config.httpRequestTimeoutMs,
-    keepAliveTimeout: 5_000,
+    // Longer than the idle timeout of proxies in front (Knative queue-proxy, LBs ~60 s), so the
+    // proxy, not us, closes idle connections: no race where it reuses a socket we just closed.
+    keepAliveTimeout: 65_000,
     // Node checks request/headers timeouts on this interval (default 30 s: too coarse).
     http: { connectionsCheckingInterval: Math.min(1000, config.httpRequestTimeoutMs), headersTimeout: Math.min(60_000, config.httpRequestTimeoutMs) },
     // While closing, requests on open keep-alive sockets still reach the routes: inference

@@ -36,6 +36,9 @@ export function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
   const e = err as Partial<FastifyError> & { message?: string; status?: number };
   const mapped = e?.code ? FRAMEWORK_CODES[e.code] : undefined;
+  if (mapped?.[1] === 'UNSUPPORTED_MEDIA_TYPE') {
+    return new AppError(mapped[1], 415, 'unsupported Content-Type: send multipart/form-data, application/json or image/* (KServe v2: application/json)', { cause: err });
+  }
   if (mapped) return new AppError(mapped[1], mapped[0], e.message ?? mapped[1], { cause: err });
   if (err instanceof SyntaxError) return new AppError('INVALID_JSON', 400, `invalid JSON body: ${err.message}`, { cause: err });
   const status = e?.statusCode ?? e?.status;
