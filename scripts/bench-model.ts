@@ -39,6 +39,7 @@ const { values: opt } = parseArgs({
     rounds: { type: 'string' },
     'no-python': { type: 'boolean', default: false },
     'no-steps': { type: 'boolean', default: false },
+    'steps-only': { type: 'boolean', default: false },
     'no-tunables': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -46,7 +47,7 @@ const { values: opt } = parseArgs({
 if (opt.help) {
   process.stdout.write(
     'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
-      '         [--no-python] [--no-steps] [--no-tunables]\n',
+      '         [--no-python] [--no-steps | --steps-only] [--no-tunables]\n',
   );
   process.exit(0);
 }
@@ -195,7 +196,7 @@ async function main(): Promise<void> {
   if (precisions.length === 1) console.log('bf16 skipped: this CPU lacks avx512_bf16');
 
   const summary: string[] = [];
-  for (const precision of precisions) {
+  for (const precision of opt['steps-only'] ? [] : precisions) {
     const runners: Runner[] = [
       await addonRunner('addon', { precision }),
       await lineRunner('c++', DRIVER, driverArgs({ precision })),
