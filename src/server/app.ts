@@ -154,7 +154,12 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
 
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
+  });
+  // Draining: every response (including those of requests that began before SIGTERM) closes its
+  // connection, so server.close() is not held up by keep-alive sockets going idle later.
+  app.addHook('onSend', async (_request, reply, payload) => {
     if (ctx.state === 'draining') void reply.header('connection', 'close');
+    return payload;
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
