@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --duration 10] [-- --concurrency 1,4,16]`
+ * `npm run bench [-- --quick] [-- --duration 10] [-- --concurrency 1,4,16] [-- --threads N]`
  *
  * HTTP load (autocannon, in this process) against densenet-serve started here as a child
  * process (with GLIBC_TUNABLES, as in the Dockerfile), at each concurrency, batching on
@@ -29,6 +29,8 @@ interface Args {
   concurrency: number[];
   raw: boolean;
   modelPath: string;
+  /** THREADS for the server and the raw model (default: the server's default, all CPUs). */
+  threads: number | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -42,7 +44,9 @@ function parseArgs(argv: string[]): Args {
   if (!(duration > 0 && duration <= 120) || !concurrency.every((c) => Number.isInteger(c) && c >= 1 && c <= 256)) {
     throw new Error('usage: npm run bench -- [--quick] [--duration 1..120] [--concurrency 1,4,16]');
   }
-  return { quick, duration, concurrency, raw: argv.includes('--raw'), modelPath: val('--model') ?? process.env.MODEL_PATH ?? 'models/densenet121.pt' };
+  const threads = val('--threads') === undefined ? undefined : Number(val('--threads'));
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new Error('--threads must be an integer >= 1');
+  return { quick, duration, concurrency, raw: argv.includes('--raw'), modelPath: val('--model') ?? process.env.MODEL_PATH ?? 'models/densenet121.pt', threads };
 }
 
 /** A 640×480 photo-like JPEG (smooth gradients + noise), made here: no stored fixtures. */
@@ -85,7 +89,7 @@ async function rawMode(args: Args): Promise<void> {
   const { configureImageThreads } = await import('../src/server/load.js');
   configureImageThreads();
   const card = await loadCard(cardPathFor(args.modelPath));
-  const model = await Model.load(args.modelPath);
+  const model = await Model.load(args.modelPath, args.threads ? { threads: args.threads } : {});
   const sizes = [1, 4, MAX_BATCH];
   await model.warmup(sizes);
   const img = await benchImage();
@@ -132,7 +136,7 @@ function child(args: string[], env: Record<string, string>): { proc: ChildProces
 }
 
 async function measureRaw(args: Args): Promise<RawNumbers> {
-  const c = child(['scripts/bench.ts', '--raw', '--model', args.modelPath, ...(args.quick ? ['--quick'] : [])], {});
+  const c = child(['scripts/bench.ts', '--raw', '--model', args.modelPath, ...(args.quick ? ['--quick'] : []), ...(args.threads ? ['--threads', String(args.threads)] : [])], {});
   const [code] = (await once(c.proc, 'exit')) as [number | null];
   const line = /^RAW (.*)$/m.exec(c.output());
   if (code !== 0 || !line) throw new Error(`raw model measurement failed (exit ${code}):\n${c.output().slice(-2000)}`);
@@ -248,7 +252,7 @@ async function main(): Promise<void> {
   const bodyOf = bodies(img);
   const rows: { batching: string; mode: string; c: number; r: LoadResult }[] = [];
   for (const [batching, maxBatch] of [['on', MAX_BATCH], ['off', 1]] as const) {
-    const server = await startServer({ MAX_BATCH: String(maxBatch) }, args.modelPath);
+    const server = await startServer({ MAX_BATCH: String(maxBatch), ...(args.threads ? { THREADS: String(args.threads) } : {}) }, args.modelPath);
     try {
       await load(server.url, bodyOf.json, 4, 1); // warm the HTTP path, JIT and allocator
       for (const mode of ['json', 'multipart'] as const) {
