@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Python/PyTorch side of the native tests and of `npm run bench:model`.
 
-  torch_forward.py forward --model M --threads T --input IN.f32 --shape N,C,H,W --output OUT.f32
-      Plain reference: torch.jit.load, eval, no_grad, NCHW input, default executor.
-      Writes the logits as raw float32 and prints their shape as JSON.
+  torch_forward.py forward --model M --threads T --input IN.f32 --shape N,C,H,W --output OUT.f32 [...]
+      Plain reference: torch.jit.load, eval, inference mode, NCHW input, default executor.
+      Writes the logits as raw float32 and prints their shapes as JSON. --input/--shape/--output
+      may repeat (one process, one model load, several inputs).
   torch_forward.py serve --model M --threads T [--channels-last] [--no-profiling] [--precision bf16]
       Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ...", "quit".
       --channels-last / --no-profiling / --precision apply the addon's optimisations, so the
@@ -34,9 +35,9 @@ def main():
     p.add_argument("mode", choices=["forward", "serve"])
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--input")
-    p.add_argument("--shape")
-    p.add_argument("--output")
+    p.add_argument("--input", action="append", default=[])
+    p.add_argument("--shape", action="append", default=[])
+    p.add_argument("--output", action="append", default=[])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-profiling", action="store_true")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -62,11 +63,16 @@ def main():
         return y.float()
 
     if a.mode == "forward":
-        shape = [int(s) for s in a.shape.split(",")]
-        x = torch.from_file(a.input, size=int(torch.Size(shape).numel()), dtype=torch.float32).reshape(shape)
-        y = run(x).contiguous()
-        y.numpy().tofile(a.output)
-        print(json.dumps({"shape": list(y.shape), "threads": torch.get_num_threads(), "torch": torch.__version__}))
+        if not a.input or len(a.input) != len(a.shape) or len(a.input) != len(a.output):
+            sys.exit("forward needs as many --input, --shape and --output as each other (at least one)")
+        shapes = []
+        for inp, shp, out in zip(a.input, a.shape, a.output):
+            shape = [int(s) for s in shp.split(",")]
+            x = torch.from_file(inp, size=int(torch.Size(shape).numel()), dtype=torch.float32).reshape(shape)
+            y = run(x).contiguous()
+            y.numpy().tofile(out)
+            shapes.append(list(y.shape))
+        print(json.dumps({"shapes": shapes, "threads": torch.get_num_threads(), "torch": torch.__version__}))
         return
 
     c, h, w = [int(s) for s in a.input_shape.split(",")]

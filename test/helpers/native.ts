@@ -52,18 +52,17 @@ export async function pythonForward(
   const python = await findTorchPython();
   const dir = await mkdtemp(join(tmpdir(), 'native-ref-'));
   try {
-    const outs: Float32Array[] = [];
+    const args = [TORCH_FORWARD_PY, 'forward', '--model', modelPath, '--threads', String(opts.threads ?? 2), '--precision', opts.precision ?? 'fp32'];
     for (const [i, inp] of inputs.entries()) {
       const inPath = join(dir, `in${i}.f32`);
-      const outPath = join(dir, `out${i}.f32`);
       await writeFile(inPath, new Uint8Array(inp.data.buffer, inp.data.byteOffset, inp.data.byteLength));
-      await run(
-        python,
-        [TORCH_FORWARD_PY, 'forward', '--model', modelPath, '--threads', String(opts.threads ?? 2), '--input', inPath,
-          '--shape', inp.shape.join(','), '--output', outPath, '--precision', opts.precision ?? 'fp32'],
-        { quiet: true },
-      );
-      const buf = await readFile(outPath);
+      args.push('--input', inPath, '--shape', inp.shape.join(','), '--output', join(dir, `out${i}.f32`));
+    }
+    // One process for all inputs: importing torch and loading the model dominate.
+    await run(python, args, { quiet: true });
+    const outs: Float32Array[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      const buf = await readFile(join(dir, `out${i}.f32`));
       outs.push(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)));
     }
     return outs;
