@@ -7,7 +7,8 @@
 # Build args:
 #   NODE_VERSION   Node major for the default base images (default 24, the current LTS).
 #   BASE_IMAGE     build stage: Debian bookworm (or Ubuntu) with Node, npm and apt (default node:<v>-bookworm).
-#   RUNTIME_IMAGE  runtime stage: same distribution with Node (default node:<v>-bookworm-slim).
+#   RUNTIME_IMAGE  runtime stage: the same distribution release with Node (default node:<v>-bookworm-slim);
+#                  libtorch's shared libraries are copied into it from the build stage.
 #   TORCH_SOURCE   apt (default: Debian's libtorch-dev / libtorch1.13) | context (a libtorch unpacked
 #                  to third_party/libtorch in the build context; used for CUDA).
 #   MODEL_SOURCE   export (default: export torchvision's DenseNet-121 in the build stage; without
@@ -60,6 +61,18 @@ RUN set -eu; \
     npm run build:native; \
     test -f build/Release/densenet.node
 
+# The runtime gets only the shared libraries the addon really links (its ldd closure), not the
+# libtorch1.13 package with all its dependencies (OpenCV, FFmpeg, Qt, GDAL, Mesa's LLVM: ~370 MB
+# more). libblas.so.3 resolves through Debian's alternatives to the OpenMP OpenBLAS installed above.
+# glibc, libstdc++ and libgcc_s come with the runtime base image (Node needs them too).
+RUN set -eu; mkdir -p /opt/densenet-libs; \
+    if [ "$TORCH_SOURCE" = apt ]; then \
+      ldd build/Release/densenet.node | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' \
+        | grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|libutil|ld-linux-x86-64|libstdc\+\+|libgcc_s)\.so' \
+        | xargs -r cp -L -t /opt/densenet-libs/; \
+      ls /opt/densenet-libs | grep -q '^libtorch_cpu\.so'; \
+    fi
+
 COPY tsconfig.json tsconfig.build.json ./
 COPY src/ src/
 RUN npm run build:ts && test -f dist/src/server/main.js
@@ -72,20 +85,18 @@ RUN set -eu; \
       echo "models/densenet121.pt and .json are missing (MODEL_SOURCE=$MODEL_SOURCE): run 'npm run export-model' first" >&2; exit 1; \
     fi
 
-# Only production dependencies go to the runtime image.
-RUN npm prune --omit=dev --no-audit --no-fund
+# Only production dependencies go to the runtime image; of a context libtorch only its lib/.
+RUN npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf third_party/libtorch/include third_party/libtorch/share third_party/libtorch/bin
 
 # ---------------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
 ARG TORCH_SOURCE=apt
-ENV DEBIAN_FRONTEND=noninteractive
-# Runtime libraries only: Debian's libtorch (its own dependencies come along) and the OpenMP OpenBLAS.
+# libtorch's runtime closure (apt mode; empty for a context libtorch) on the loader's path.
+COPY --from=build /opt/densenet-libs/ /usr/local/lib/densenet/
 RUN set -eu; \
-    if [ "$TORCH_SOURCE" = apt ]; then \
-      apt-get update; \
-      apt-get install -y --no-install-recommends libtorch1.13 libopenblas0-openmp; \
-      rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
-    fi; \
+    echo /usr/local/lib/densenet > /etc/ld.so.conf.d/densenet.conf; \
+    ldconfig; \
     groupadd --system --gid 10001 app; \
     useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 
@@ -97,6 +108,9 @@ COPY --from=build /app/build/Release/densenet.node build/Release/densenet.node
 COPY --from=build /app/models/densenet121.pt /app/models/densenet121.json models/
 # A context libtorch (CUDA) keeps the path it was built against, so rpath and LD_LIBRARY_PATH agree.
 COPY --from=build /app/third_party/ third_party/
+# Fail the build, not the first request, if a library is missing (apt mode; a CUDA image's
+# libcuda.so.1 only appears at run time with the NVIDIA runtime).
+RUN if [ "$TORCH_SOURCE" = apt ] && ldd build/Release/densenet.node | grep 'not found'; then exit 1; fi
 
 # Stable timings and ~40 % less RSS with glibc malloc (shared/README.md, "libtorch and the model").
 ENV NODE_ENV=production \
