@@ -14,7 +14,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import sharp from 'sharp';
@@ -226,6 +226,7 @@ async function load(url: string, body: Body, connections: number, duration: numb
   });
   failed += result.errors + result.timeouts;
   times.sort((a, b) => a - b);
+  if (ok === 0) process.stdout.write(`  (no request completed within ${duration} s at c=${connections})\n`);
   return { rps: ok / duration, p50: percentile(times, 50), p95: percentile(times, 95), p99: percentile(times, 99), ok, failed };
 }
 
@@ -239,6 +240,14 @@ async function main(): Promise<void> {
 
   const started = performance.now();
   console.log(`densenet-serve bench: ${args.quick ? 'quick, ' : ''}${args.duration}s per run, concurrency ${args.concurrency.join('/')}, load avg at start ${loadavg().map(f1).join(' ')}`);
+  const cpus = availableParallelism();
+  if (loadavg()[0]! > cpus * 0.5) {
+    console.log(
+      `WARNING: this machine is busy (load ${f1(loadavg()[0]!)} on ${cpus} CPUs). With other processes on the cores, libtorch's OpenMP\n` +
+        '  threads wait for each other at every layer and forwards get many times slower: numbers from this run are not representative.\n' +
+        '  (On a shared box, --threads 1 degrades far less.)',
+    );
+  }
   console.log('raw model (separate process, no HTTP)...');
   const raw = await measureRaw(args);
   const capacity = (MAX_BATCH / raw.forwardMs[MAX_BATCH]!) * 1000;
