@@ -8,7 +8,8 @@
  *     channels-last -> profiling executor off (the default), and the alternatives that lost.
  *
  * Pairing: every contender is one long-lived process (the addon is this process), loaded once;
- * rounds alternate between them in rotating order and the medians are compared. Numbers from
+ * rounds alternate between them in rotating order. Printed: medians, and ratios as the median of
+ * per-round ratios (robust to load drifting during the run). Numbers from
  * different runs are not comparable on a noisy VM (shared/README.md).
  *
  * Allocator: glibc malloc's page faults dominate timing noise (shared/README.md), so this
@@ -169,20 +170,35 @@ const median = (v: number[]) => {
   return n ? (n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2) : NaN;
 };
 
-/** Alternating rounds over the runners; returns median ms per runner. */
-async function paired(runners: Runner[], b: number): Promise<Map<string, number>> {
+interface Paired {
+  /** Median ms per runner over all rounds. */
+  median: Map<string, number>;
+  /** Median over rounds of (a's time / b's time) in the same round: robust to load drifting between rounds. */
+  ratio(a: string, b: string): number;
+}
+
+/** Alternating rounds over the runners (rotating order). */
+async function paired(runners: Runner[], b: number): Promise<Paired> {
   const per = b === 1 ? 3 : 1;
   for (const r of runners) await r.forward(b, b === 1 ? 3 : 2); // warm-up per shape
-  const times = new Map<string, number[]>(runners.map((r) => [r.name, []]));
+  const rounds_ = new Map<string, number[]>(runners.map((r) => [r.name, []])); // per-round medians
+  const all = new Map<string, number[]>(runners.map((r) => [r.name, []]));
   for (let round = 0; round < rounds; round++) {
     const order = runners.map((_, i) => runners[(i + round) % runners.length]!);
-    for (const r of order) times.get(r.name)!.push(...(await r.forward(b, per)));
+    for (const r of order) {
+      const t = await r.forward(b, per);
+      all.get(r.name)!.push(...t);
+      rounds_.get(r.name)!.push(median(t));
+    }
   }
-  return new Map([...times].map(([k, v]) => [k, median(v)]));
+  return {
+    median: new Map([...all].map(([k, v]) => [k, median(v)])),
+    ratio: (a, c) => median(rounds_.get(a)!.map((x, i) => x / rounds_.get(c)![i]!)),
+  };
 }
 
 const fmt = (ms: number) => `${ms.toFixed(1).padStart(7)} ms`;
-const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
+const ratio = (r: number) => `${r.toFixed(2)}x`;
 
 async function main(): Promise<void> {
   if (!existsSync(modelPath)) throw new Error(`${modelPath} not found: run \`npm run export-model\``);
@@ -206,14 +222,14 @@ async function main(): Promise<void> {
       runners.push(await lineRunner('python', python, pyArgs));
     }
     for (const b of [1, 8]) {
-      const m = await paired(runners, b);
-      const cpp = m.get('c++')!;
+      const p = await paired(runners, b);
+      const m = p.median;
       const line =
-        `${precision} b${b}:  addon ${fmt(m.get('addon')!)}  c++ ${fmt(cpp)}` +
+        `${precision} b${b}:  addon ${fmt(m.get('addon')!)}  c++ ${fmt(m.get('c++')!)}` +
         (python ? `  python ${fmt(m.get('python')!)}` : '') +
-        `   addon/c++ ${ratio(m.get('addon')!, cpp)}` +
-        (python ? `  python/c++ ${ratio(m.get('python')!, cpp)}` : '') +
-        `   (${(m.get('addon')! / b).toFixed(1)} ms/image)`;
+        `   addon/c++ ${ratio(p.ratio('addon', 'c++'))}` +
+        (python ? `  python/c++ ${ratio(p.ratio('python', 'c++'))}` : '') +
+        `   (addon ${(m.get('addon')! / b).toFixed(1)} ms/image)`;
       console.log(line);
       summary.push(line);
     }
@@ -245,11 +261,11 @@ with torch.no_grad():
       const runners: Runner[] = [];
       for (const [, key, args] of steps) runners.push(await lineRunner(key, DRIVER, args));
       const base = traced ? 'traced' : 'frozen';
-      console.log(`\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratio vs ${base}):`);
+      console.log(`\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratio = median of per-round ratios vs ${base}):`);
       for (const b of [1, 8]) {
-        const m = await paired(runners, b);
+        const p = await paired(runners, b);
         for (const [label, key] of steps) {
-          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(m.get(key)!)}  ${ratio(m.get(key)!, m.get(base)!)}`);
+          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(p.median.get(key)!)}  ${ratio(p.ratio(key, base))}`);
         }
       }
       for (const r of runners) await r.close();
