@@ -89,7 +89,9 @@ async function rawMode(args: Args): Promise<void> {
   const { configureImageThreads } = await import('../src/server/load.js');
   configureImageThreads();
   const card = await loadCard(cardPathFor(args.modelPath));
-  const model = await Model.load(args.modelPath, args.threads ? { threads: args.threads } : {});
+  const { loadConfig } = await import('../src/config.js');
+  // The same thread count the server will use (THREADS, or the server's default).
+  const model = await Model.load(args.modelPath, { threads: args.threads ?? loadConfig(process.env).threads });
   const sizes = [1, 4, MAX_BATCH];
   await model.warmup(sizes);
   const img = await benchImage();
