@@ -57,6 +57,39 @@ int constantsToChannelsLast(torch::jit::Block* block) {
   return converted;
 }
 
+// bf16: autocast casts every fp32 weight to bf16 on EVERY call (its cast cache only keeps
+// leaf tensors that require grad, and frozen weights are graph constants). Cast the constants
+// that only feed convolutions/linear layers (weight, bias) once at load instead: autocast then
+// finds them already bf16, so the results are identical and the per-call casts are gone.
+int convLinearConstantsToBf16(torch::jit::Block* block) {
+  int converted = 0;
+  for (torch::jit::Node* node : block->nodes()) {
+    for (torch::jit::Block* sub : node->blocks()) converted += convLinearConstantsToBf16(sub);
+    if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value) ||
+        node->kindOf(c10::attr::value) != torch::jit::AttributeKind::t)
+      continue;
+    at::Tensor t = node->t(c10::attr::value);
+    if (t.scalar_type() != at::kFloat) continue;
+    const auto& uses = node->output()->uses();
+    bool onlyConvLinear = !uses.empty();
+    for (const torch::jit::Use& u : uses) {
+      const c10::Symbol k = u.user->kind();
+      const bool convOrLinear = k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution ||
+                                k == c10::aten::linear;
+      if (!convOrLinear || (u.offset != 1 && u.offset != 2)) {
+        onlyConvLinear = false;
+        break;
+      }
+    }
+    if (!onlyConvLinear) continue;
+    at::Tensor b = t.to(at::kBFloat16);  // preserves the (channels-last) layout
+    node->t_(c10::attr::value, b);
+    node->output()->inferTypeFrom(b);
+    ++converted;
+  }
+  return converted;
+}
+
 // Unfrozen modules keep weights as parameters: convert those in place.
 int parametersToChannelsLast(torch::jit::Module& module) {
   int converted = 0;
@@ -250,7 +283,13 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
       info.optimizations.push_back("cudnn_benchmark");
       if (at::globalContext().allowTF32CuDNN()) info.optimizations.push_back("cudnn_tf32");
     }
-    if (impl->bf16) info.optimizations.push_back(impl->device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
+    if (impl->bf16) {
+      info.optimizations.push_back(impl->device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
+      if (frozen && !opts.optimizeForInference) {
+        int n = convLinearConstantsToBf16(m.get_method("forward").graph()->block());
+        info.optimizations.push_back("bf16_weights(" + std::to_string(n) + ")");
+      }
+    }
   } catch (const c10::Error& e) {
     throw EngineError(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": " + e.what_without_backtrace());
   } catch (const std::exception& e) {

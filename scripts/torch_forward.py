@@ -30,6 +30,26 @@ def channels_last_constants(module):
     return n
 
 
+CONV_LINEAR = {"aten::_convolution", "aten::conv2d", "aten::convolution", "aten::linear"}
+
+
+def bf16_conv_linear_constants(module):
+    """Same as native/engine.cc: fp32 constants feeding only conv/linear weight or bias -> bf16
+    once at load (autocast would cast them again on every call)."""
+    n = 0
+    for node in module.graph.nodes():
+        if node.kind() != "prim::Constant" or not node.hasAttribute("value") or node.kindOf("value") != "t":
+            continue
+        t = node.t("value")
+        uses = node.output().uses()
+        if t.dtype != torch.float32 or not uses:
+            continue
+        if all(u.user.kind() in CONV_LINEAR and u.offset in (1, 2) for u in uses):
+            node.t_("value", t.to(torch.bfloat16))
+            n += 1
+    return n
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["forward", "serve"])
@@ -50,6 +70,7 @@ def main():
         torch._C._jit_set_profiling_mode(False)
     m = torch.jit.load(a.model, map_location="cpu").eval()
     converted = channels_last_constants(m) if a.channels_last else 0
+    bf16_weights = bf16_conv_linear_constants(m) if a.precision == "bf16" and a.mode == "serve" else 0
 
     def run(x):
         if a.channels_last:
@@ -76,7 +97,8 @@ def main():
         return
 
     c, h, w = [int(s) for s in a.input_shape.split(",")]
-    print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} channels_last_weights={converted}", flush=True)
+    print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} channels_last_weights={converted} "
+          f"bf16_weights={bf16_weights}", flush=True)
     print("READY", flush=True)
     g = torch.Generator().manual_seed(42)
     for line in sys.stdin:
