@@ -33,7 +33,21 @@ interface Args {
   threads: number | undefined;
 }
 
+const USAGE = `Usage: npm run bench -- [--quick] [--duration 1..120] [--concurrency 1,4,16] [--threads N] [--model PATH]
+
+HTTP load (autocannon) against a server this command starts on 127.0.0.1, batching on and off,
+JSON and multipart bodies, with the raw model forward measured in the same run and the target ratios.
+  --quick        3 s per run instead of 10
+  --duration S   seconds per load run
+  --concurrency  comma-separated client concurrencies (default 1,4,16)
+  --threads N    THREADS for the server and the raw model (default: the server's default)
+  --model PATH   model file (default MODEL_PATH or models/densenet121.pt)`;
+
 function parseArgs(argv: string[]): Args {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(USAGE);
+    process.exit(0);
+  }
   const quick = argv.includes('--quick');
   const val = (name: string): string | undefined => {
     const i = argv.indexOf(name);
@@ -42,7 +56,7 @@ function parseArgs(argv: string[]): Args {
   const duration = Number(val('--duration') ?? (quick ? 3 : 10));
   const concurrency = (val('--concurrency') ?? '1,4,16').split(',').map(Number);
   if (!(duration > 0 && duration <= 120) || !concurrency.every((c) => Number.isInteger(c) && c >= 1 && c <= 256)) {
-    throw new Error('usage: npm run bench -- [--quick] [--duration 1..120] [--concurrency 1,4,16]');
+    throw new Error(USAGE);
   }
   const threads = val('--threads') === undefined ? undefined : Number(val('--threads'));
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new Error('--threads must be an integer >= 1');
