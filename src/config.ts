@@ -106,13 +106,13 @@ function device(env: Env): DeviceSetting {
  *   while a forward runs, arrivals queue up and form the next batch as soon as it ends. 5 ms is
  *   about one image decode: long enough to catch a request that is on its way, short against a
  *   ~40 ms forward.
- * - THREADS = CPUs - 1 (min 1): libtorch's OpenMP team waits for all its threads at every
- *   layer, so when anything else runs on its cores (here: decoding the next requests on the
- *   JS thread and the libuv pool, the HTTP work) a forward gets many times slower. Paired
- *   bench on the shared 2-vCPU VM (load ~4): THREADS=2 -> c=16 1.3-2.7 req/s, c=1 p50 4-5 s;
- *   THREADS=1 -> c=16 12-14 req/s, c=1 p50 76-81 ms. Leaving one CPU to the rest of the
- *   process is the robust default; on a quiet dedicated box THREADS=<all CPUs> gives the lowest
- *   single-request latency (b1 ~40 ms vs ~65 ms at 1 thread): measure with `npm run bench`.
+ * - THREADS = all CPUs. Measured on the quiet 2-vCPU VM (npm run bench, 6 s runs, one after the
+ *   other): THREADS=2 -> c=1 p50 46-58 ms, c=16 25.7-27.7 req/s (batching on);
+ *   THREADS=1 -> c=1 p50 67-73 ms, c=16 15.8-16.3 req/s. An earlier run that favoured 1 thread
+ *   was taken while other heavy processes shared the cores: libtorch's OpenMP team waits for all
+ *   its threads at every layer, so on a box shared with OTHER busy processes THREADS=1 degrades
+ *   far less (the bench warns when the machine is busy). In Kubernetes the deploy script derives
+ *   THREADS from the CPU limit.
  * - QUEUE_LIMIT 64 images: 8 full batches ≈ 2 s of work at b8 on this CPU; deeper queues only
  *   turn into timeouts.
  */
@@ -132,7 +132,7 @@ export function loadConfig(env: Env = process.env): Config {
     modelPath: raw(env, 'MODEL_PATH') ?? 'models/densenet121.pt',
     device: device(env),
     precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
-    threads: int(env, 'THREADS', Math.max(1, cores - 1), 1, 1024),
+    threads: int(env, 'THREADS', cores, 1, 1024),
     maxBatch,
     batchWindowMs: int(env, 'BATCH_WINDOW_MS', 5, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),

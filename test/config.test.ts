@@ -67,8 +67,8 @@ t.test('main exits non-zero with a message naming the bad variable', async (t) =
   t.match(r.stderr, /invalid configuration: MAX_BATCH/);
 });
 
-t.test('THREADS defaults to CPUs - 1 (at least 1) and can be set', async (t) => {
+t.test('THREADS defaults to all CPUs and can be set', async (t) => {
   const os = await import('node:os');
-  t.equal(loadConfig({}).threads, Math.max(1, os.availableParallelism() - 1));
+  t.equal(loadConfig({}).threads, os.availableParallelism());
   t.equal(loadConfig({ THREADS: '3' }).threads, 3);
 });
