@@ -46,6 +46,12 @@ export interface BatcherOptions {
    * request (c=1) pays no batching delay. Default: always wait the window.
    */
   incoming?: () => number;
+  /**
+   * After a forward, if images are still on the way and the batch is not full, wait the window
+   * for them instead of running the queued ones at once. For CPU serving, where decoding is held
+   * back while a forward runs: the images that were waiting are being decoded right now.
+   */
+  windowAfterForward?: boolean;
 }
 
 interface Pending {
@@ -268,9 +274,12 @@ export class Batcher {
         err instanceof AppError ? err : new AppError('INFERENCE_FAILED', 500, `inference failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       for (const e of batch) this.settle(e.req, error);
     }
-    // Queued images have waited a whole forward already: run the next batch now.
-    if (this.queued > 0) this.dispatch();
-    else this.checkIdle();
+    // Queued images have waited a whole forward already: run them now, unless decoding was held
+    // back during the forward (windowAfterForward) and more images are about to arrive.
+    if (this.queued > 0) {
+      if (this.opts.windowAfterForward) this.schedule();
+      else this.dispatch();
+    } else this.checkIdle();
   }
 
   private checkIdle(): void {

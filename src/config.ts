@@ -36,6 +36,8 @@ export interface Config {
   drainTimeoutMs: number;
   /** Images decoded at once (each uses one libuv pool thread and one libvips thread). */
   preprocessConcurrency: number;
+  /** Images decoded at once while a forward runs; 'auto': CPUs - THREADS on CPU, all on CUDA. */
+  preprocessDuringForward: number | 'auto';
   /** Files accepted in one multipart request; more -> 413. */
   maxFiles: number;
   /** Whole-request receive deadline (slow-body / slowloris guard), ms. */
@@ -64,6 +66,14 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
     throw new ConfigError(name, `expected an integer in ${min}..${max}, got ${v}`);
   }
   return n;
+}
+
+/** An integer in min..max, or 'auto' (also when unset). */
+function intOrAuto(env: Env, name: string, min: number, max: number): number | 'auto' {
+  const v = raw(env, name);
+  if (v === undefined || v.toLowerCase() === 'auto') return 'auto';
+  if (!/^-?\d+$/.test(v)) throw new ConfigError(name, `expected auto or an integer, got ${JSON.stringify(v)}`);
+  return int(env, name, 0, min, max);
 }
 
 /** Sizes like 16777216, 16MiB, 16MB, 512KiB (1024-based; MB treated as MiB, as users mean it). */
@@ -134,7 +144,7 @@ export function loadConfig(env: Env = process.env): Config {
     precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
     threads: int(env, 'THREADS', cores, 1, 1024),
     maxBatch,
-    batchWindowMs: int(env, 'BATCH_WINDOW_MS', 5, 0, 10_000),
+    batchWindowMs: int(env, 'BATCH_WINDOW_MS', 50, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),
     bodyLimit: bytes(env, 'BODY_LIMIT', 16 * 1024 * 1024, 1024, 1024 ** 3),
     maxPixels: int(env, 'MAX_PIXELS', 40_000_000, 1, 1_000_000_000),
@@ -143,6 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     drainTimeoutMs: int(env, 'DRAIN_TIMEOUT_MS', 25_000, 0, 3_600_000),
     preprocessConcurrency: int(env, 'PREPROCESS_CONCURRENCY', cores, 1, 256),
+    preprocessDuringForward: intOrAuto(env, 'PREPROCESS_DURING_FORWARD', 0, 256),
     maxFiles: int(env, 'MAX_FILES', 16, 1, 1024),
     httpRequestTimeoutMs: int(env, 'HTTP_REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
   };

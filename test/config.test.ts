@@ -7,7 +7,8 @@ t.test('defaults', async (t) => {
   t.equal(c.port, 8080);
   t.equal(c.host, '0.0.0.0');
   t.equal(c.maxBatch, 8);
-  t.equal(c.batchWindowMs, 5);
+  t.equal(c.batchWindowMs, 50);
+  t.equal(c.preprocessDuringForward, 'auto');
   t.ok(c.bodyLimit >= 8 * 1024 * 1024, 'body limit default >= 8 MiB');
   t.equal(c.apiToken, undefined);
   t.equal(c.device, 'auto');
@@ -71,4 +72,12 @@ t.test('THREADS defaults to all CPUs and can be set', async (t) => {
   const os = await import('node:os');
   t.equal(loadConfig({}).threads, os.availableParallelism());
   t.equal(loadConfig({ THREADS: '3' }).threads, 3);
+});
+
+t.test('PREPROCESS_DURING_FORWARD: auto (default), an integer, or a clear error', async (t) => {
+  t.equal(loadConfig({ PREPROCESS_DURING_FORWARD: 'AUTO' }).preprocessDuringForward, 'auto');
+  t.equal(loadConfig({ PREPROCESS_DURING_FORWARD: '0' }).preprocessDuringForward, 0);
+  t.equal(loadConfig({ PREPROCESS_DURING_FORWARD: '3' }).preprocessDuringForward, 3);
+  t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: 'some' }), /PREPROCESS_DURING_FORWARD: expected auto or an integer, got "some"/);
+  t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: '-1' }), /PREPROCESS_DURING_FORWARD: expected an integer in 0\.\.256, got -1/);
 });

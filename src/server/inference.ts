@@ -3,6 +3,7 @@
  * preprocessing under a small semaphore (so decoding can't starve the inference thread or the
  * event loop), the batcher, and softmax/top-k.
  */
+import { availableParallelism } from 'node:os';
 import { AppError } from '../errors.js';
 import { Batcher } from '../batcher.js';
 import type { Config } from '../config.js';
@@ -15,20 +16,38 @@ export interface Prediction {
   confidence: number;
 }
 
-/** Counting semaphore; waiters are served in arrival order. */
+/**
+ * Counting semaphore with a limit that can change (work already running is never interrupted;
+ * a lower limit only holds back new work). Waiters are served in arrival order.
+ */
 export class Semaphore {
   private active = 0;
   private readonly waiters: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
+  constructor(private limit: number) {}
+  get running(): number {
+    return this.active;
+  }
+  get waiting(): number {
+    return this.waiters.length;
+  }
+  setLimit(limit: number): void {
+    this.limit = limit;
+    this.pump();
+  }
+  private pump(): void {
+    while (this.active < this.limit && this.waiters.length > 0) {
+      this.active++;
+      this.waiters.shift()!();
+    }
+  }
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.waiters.push(r));
-    else this.active++;
+    if (this.active < this.limit && this.waiters.length === 0) this.active++;
+    else await new Promise<void>((r) => this.waiters.push(r));
     try {
       return await fn();
     } finally {
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.active--;
+      this.active--;
+      this.pump();
     }
   }
 }
@@ -49,11 +68,27 @@ export function softmaxTopk(logits: Float32Array, k: number, labels: readonly st
   }));
 }
 
+/**
+ * How many images may be decoded while a CPU forward runs. A CPU forward keeps THREADS OpenMP
+ * workers busy and they meet at a barrier after every layer, so a decode that takes one of their
+ * cores stalls all of them: on a box where THREADS covers every core, decoding during a forward
+ * costs the forward more than the decode is worth (measured: c=16 on 2 vCPUs, see README).
+ * Decodes then run between forwards, all at once, while the next batch forms. Spare cores
+ * (CPUs - THREADS) may decode during a forward; a CUDA forward leaves the CPU free.
+ */
+export function decodeSlotsDuringForward(config: Pick<Config, 'preprocessConcurrency' | 'preprocessDuringForward' | 'threads'>, device: string, cpus: number): number {
+  if (config.preprocessDuringForward !== 'auto') return Math.min(config.preprocessDuringForward, config.preprocessConcurrency);
+  if (device.startsWith('cuda')) return config.preprocessConcurrency;
+  return Math.max(0, Math.min(config.preprocessConcurrency, cpus - config.threads));
+}
+
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
 
 export class InferenceService {
   readonly batcher: Batcher;
   private readonly preprocessSlots: Semaphore;
+  /** Decodes allowed while a forward runs (see decodeSlotsDuringForward). */
+  readonly decodeSlotsDuringForward: number;
   private admitted = 0;
   /** Images being decoded right now: the batcher's "more are on the way" signal. */
   private decoding = 0;
@@ -65,7 +100,11 @@ export class InferenceService {
     batchSizes?: readonly number[],
   ) {
     const [c, h, w] = backend.info.inputShape;
-    this.preprocessSlots = new Semaphore(config.preprocessConcurrency);
+    const idleSlots = config.preprocessConcurrency;
+    this.decodeSlotsDuringForward = decodeSlotsDuringForward(config, backend.info.device, availableParallelism());
+    this.preprocessSlots = new Semaphore(idleSlots);
+    const slots = this.preprocessSlots;
+    const during = this.decodeSlotsDuringForward;
     this.batcher = new Batcher({
       forward: (input, n) => backend.forward(input, n),
       maxBatch: config.maxBatch,
@@ -77,8 +116,15 @@ export class InferenceService {
       numClasses: backend.info.numClasses,
       timeoutMs: config.requestTimeoutMs,
       ...(batchSizes ? { batchSizes } : {}),
-      observer: metrics.batchObserver,
+      observer: {
+        ...metrics.batchObserver,
+        inFlight: (n) => {
+          metrics.batchObserver.inFlight?.(n);
+          slots.setLimit(n > 0 ? during : idleSlots);
+        },
+      },
       incoming: () => this.decoding,
+      windowAfterForward: this.decodeSlotsDuringForward < config.preprocessConcurrency,
     });
   }
 

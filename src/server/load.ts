@@ -1,21 +1,23 @@
 /**
- * The real InferenceBackend: Model (libtorch addon) + model card + sharp preprocessing.
- * Also sizes the image thread pools (see configureImageThreads).
+ * The real InferenceBackend: Model (libtorch addon) + model card + preprocessing on a pool of
+ * worker threads (PreprocessPool). Also sizes the image thread pools (see configureImageThreads).
  */
 import sharp from 'sharp';
 import { cardPathFor, loadCard } from '../card.js';
 import type { Config } from '../config.js';
 import { Model } from '../model.js';
-import { preprocess, specFromCard } from '../preprocess.js';
+import { specFromCard } from '../preprocess.js';
+import { PreprocessPool } from '../preprocess-pool.js';
 import type { InferenceBackend } from './backend.js';
 
 /**
- * Thread budget on an N-core box: inference owns THREADS OpenMP workers on the addon's thread;
- * each image decode runs on one libuv pool thread (sharp queues its work there) and, with
- * concurrency(1), uses one libvips thread. PREPROCESS_CONCURRENCY (default = cores) caps how
- * many decodes run at once, so at most that many pool threads are busy with images and the
- * remaining UV_THREADPOOL_SIZE (default 4) stay free for fs/dns/zlib. A decode of a typical
- * photo takes a few ms against ~40 ms per forward, so it never starves inference for long.
+ * Thread budget on an N-core box: inference owns THREADS OpenMP workers on the addon's thread.
+ * PREPROCESS_CONCURRENCY (default = cores) images are preprocessed at once, each on one of as
+ * many worker threads (the resample and normalisation, ~3 ms of JS for a photo) whose sharp
+ * decode runs on one libuv pool thread and, with concurrency(1), one libvips thread; the other
+ * UV_THREADPOOL_SIZE - PREPROCESS_CONCURRENCY pool threads stay free for fs/dns/zlib. While a
+ * CPU forward runs, only CPUs - THREADS decodes may start (InferenceService): with every core
+ * in the forward, decoding waits for it rather than stall its OpenMP team.
  * The op cache is off: every request is a different image, caching only holds memory.
  */
 export function configureImageThreads(): void {
@@ -23,11 +25,28 @@ export function configureImageThreads(): void {
   sharp.cache(false);
 }
 
+/** A 640x480 JPEG with structure (gradients), made here. */
+async function warmupImage(): Promise<Buffer> {
+  const w = 640;
+  const h = 480;
+  const px = Buffer.alloc(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const i = (y * w + x) * 3;
+      px[i] = (x * 255) / w;
+      px[i + 1] = (y * 255) / h;
+      px[i + 2] = ((x ^ y) & 0xff);
+    }
+  }
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+}
+
 export async function loadBackend(config: Config): Promise<InferenceBackend> {
   configureImageThreads();
   const card = await loadCard(cardPathFor(config.modelPath));
   const model = await Model.load(config.modelPath, { device: config.device, threads: config.threads, precision: config.precision });
   const spec = specFromCard(card);
+  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
   const info = model.info;
   const [c, h, w] = info.inputShape;
   return {
@@ -42,9 +61,19 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       inputShape: info.inputShape,
       numClasses: info.numClasses,
     },
-    preprocess: (image) => preprocess(image, spec, { maxPixels: config.maxPixels }),
+    preprocess: (image) => pool.run(image),
     forward: async (input, batch) => (await model.forward(input, [batch, c, h, w])).data,
-    warmup: (sizes) => model.warmup(sizes),
-    dispose: () => model.dispose(),
+    warmup: async (sizes) => {
+      const t0 = performance.now();
+      // Every preprocessing worker decodes a photo-sized JPEG once (module load, JIT), then the model.
+      const photo = await warmupImage();
+      await Promise.all(Array.from({ length: pool.size }, () => pool.run(photo)));
+      await model.warmup(sizes);
+      return (performance.now() - t0) / 1000;
+    },
+    dispose: () => {
+      void pool.close();
+      model.dispose();
+    },
   };
 }

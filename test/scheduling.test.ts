@@ -1,0 +1,110 @@
+/**
+ * CPU scheduling between decoding and the forward (src/server/inference.ts): the resizable
+ * Semaphore, how many decodes may run during a forward, and the InferenceService behaviour that
+ * follows: on a CPU box whose cores all belong to the forward, no decode starts while a forward
+ * runs, and the images held back form ONE batch after it (not a trickle of small ones).
+ */
+import { availableParallelism } from 'node:os';
+import t from 'tap';
+import { configFrom } from '../src/config.js';
+import { InferenceService, Semaphore, decodeSlotsDuringForward } from '../src/server/inference.js';
+import { createMetrics } from '../src/server/metrics.js';
+import { fakeBackend, fakeImage, type FakeBackend } from './helpers/fake-backend.js';
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('Semaphore: limit, FIFO order, and a limit that changes while work runs', async (t) => {
+  const s = new Semaphore(2);
+  const order: string[] = [];
+  const gates = new Map<string, () => void>();
+  const job = (name: string) =>
+    s.run(async () => {
+      order.push(`start ${name}`);
+      await new Promise<void>((r) => gates.set(name, r));
+      order.push(`end ${name}`);
+    });
+  const all = ['a', 'b', 'c', 'd'].map(job);
+  await tick(1);
+  t.same(order, ['start a', 'start b'], 'two at once');
+  t.equal(s.waiting, 2);
+  s.setLimit(0);
+  gates.get('a')!();
+  await tick(1);
+  t.same(order, ['start a', 'start b', 'end a'], 'limit 0: a finished, nothing new starts');
+  t.equal(s.running, 1, 'b is never interrupted');
+  s.setLimit(3);
+  await tick(1);
+  t.same(order.slice(3), ['start c', 'start d'], 'raised limit: waiters start in arrival order');
+  for (const g of ['b', 'c', 'd']) gates.get(g)!();
+  await Promise.all(all);
+  t.equal(s.running, 0);
+  t.equal(s.waiting, 0);
+});
+
+t.test('decode slots during a forward', async (t) => {
+  const cfg = (threads: number, during: number | 'auto' = 'auto', conc = 4) => ({ threads, preprocessDuringForward: during, preprocessConcurrency: conc });
+  t.equal(decodeSlotsDuringForward(cfg(2), 'cpu', 2), 0, 'all cores in the forward: none');
+  t.equal(decodeSlotsDuringForward(cfg(1), 'cpu', 2), 1, 'one spare core: one');
+  t.equal(decodeSlotsDuringForward(cfg(4), 'cpu', 16), 4, 'capped by PREPROCESS_CONCURRENCY');
+  t.equal(decodeSlotsDuringForward(cfg(8), 'cpu', 4), 0, 'more threads than cores: none');
+  t.equal(decodeSlotsDuringForward(cfg(16), 'cuda:0', 16), 4, 'a CUDA forward leaves the CPU free');
+  t.equal(decodeSlotsDuringForward(cfg(2, 1), 'cpu', 2), 1, 'explicit setting wins');
+  t.equal(decodeSlotsDuringForward(cfg(2, 9), 'cpu', 2), 4, 'explicit setting capped by PREPROCESS_CONCURRENCY');
+});
+
+/** A fake backend whose decodes take `decodeMs` and record whether a forward was running. */
+function instrumented(forwardMs: number, decodeMs: number) {
+  const b: FakeBackend = fakeBackend(forwardMs);
+  let forwarding = 0;
+  const decodesDuringForward: number[] = [];
+  const fwd = b.forward.bind(b);
+  const pre = b.preprocess.bind(b);
+  b.forward = async (input, n) => {
+    forwarding++;
+    try {
+      return await fwd(input, n);
+    } finally {
+      forwarding--;
+    }
+  };
+  b.preprocess = async (img) => {
+    decodesDuringForward.push(forwarding);
+    await tick(decodeMs);
+    return pre(img);
+  };
+  return { b, decodesDuringForward };
+}
+
+async function request(service: InferenceService, d: number): Promise<number> {
+  const [o] = await service.preprocessAll([fakeImage(d)]);
+  if (!o!.ok) throw o!.error;
+  const [logits] = await service.infer([o!.tensor], performance.now());
+  return logits!.indexOf(Math.max(...logits!));
+}
+
+t.test('CPU, all cores in the forward: decodes wait for it, then form one batch', async (t) => {
+  const { b, decodesDuringForward } = instrumented(60, 3);
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, threads: availableParallelism(), batchWindowMs: 500 });
+  const service = new InferenceService(b, config, createMetrics(4));
+  t.equal(service.decodeSlotsDuringForward, 0);
+  const first = request(service, 1);
+  await tick(20); // the first forward is running now
+  const rest = [2, 3, 4, 5].map((d) => request(service, d));
+  const answers = await Promise.all([first, ...rest]);
+  t.same(answers, [1, 2, 3, 4, 5], 'each request got its own image');
+  t.same(b.batches, [1, 4], 'the four held-back images ran as one batch');
+  t.same(decodesDuringForward, [0, 0, 0, 0, 0], 'no decode started while a forward ran');
+});
+
+t.test('spare cores (or PREPROCESS_DURING_FORWARD): decodes overlap the forward', async (t) => {
+  const { b, decodesDuringForward } = instrumented(60, 3);
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, threads: availableParallelism(), batchWindowMs: 500, preprocessDuringForward: 2 });
+  const service = new InferenceService(b, config, createMetrics(4));
+  t.equal(service.decodeSlotsDuringForward, 2);
+  const first = request(service, 1);
+  await tick(20);
+  const rest = [2, 3, 4, 5].map((d) => request(service, d));
+  t.same(await Promise.all([first, ...rest]), [1, 2, 3, 4, 5]);
+  t.ok(decodesDuringForward.slice(1).every((f) => f === 1), `decodes ran during the forward: ${decodesDuringForward.join(',')}`);
+  t.same(b.batches, [1, 4], 'decoded during the forward, run as soon as it ended');
+});
