@@ -42,19 +42,22 @@ t.test('Semaphore: limit, FIFO order, and a limit that changes while work runs',
 });
 
 t.test('decode slots during a forward', async (t) => {
-  const cfg = (threads: number, during: number | 'auto' = 'auto', conc = 4) => ({ threads, preprocessDuringForward: during, preprocessConcurrency: conc });
-  t.equal(decodeSlotsDuringForward(cfg(2), 'cpu', 2), 0, 'all cores in the forward: none');
-  t.equal(decodeSlotsDuringForward(cfg(1), 'cpu', 2), 1, 'one spare core: one');
-  t.equal(decodeSlotsDuringForward(cfg(4), 'cpu', 16), 4, 'capped by PREPROCESS_CONCURRENCY');
-  t.equal(decodeSlotsDuringForward(cfg(8), 'cpu', 4), 0, 'more threads than cores: none');
-  t.equal(decodeSlotsDuringForward(cfg(16), 'cuda:0', 16), 4, 'a CUDA forward leaves the CPU free');
-  t.equal(decodeSlotsDuringForward(cfg(2, 1), 'cpu', 2), 1, 'explicit setting wins');
-  t.equal(decodeSlotsDuringForward(cfg(2, 9), 'cpu', 2), 4, 'explicit setting capped by PREPROCESS_CONCURRENCY');
+  const cfg = (during: number | 'auto' = 'auto', conc = 4) => ({ preprocessDuringForward: during, preprocessConcurrency: conc });
+  const cpu = (threads: number) => ({ device: 'cpu', threads });
+  t.equal(decodeSlotsDuringForward(cfg(), cpu(2), 2), 0, 'all cores in the forward: none');
+  t.equal(decodeSlotsDuringForward(cfg(), cpu(1), 2), 1, 'one spare core: one');
+  t.equal(decodeSlotsDuringForward(cfg(), cpu(4), 16), 4, 'capped by PREPROCESS_CONCURRENCY');
+  t.equal(decodeSlotsDuringForward(cfg(), cpu(8), 4), 0, 'more threads than cores: none');
+  t.equal(decodeSlotsDuringForward(cfg(), { device: 'cuda:0', threads: 16 }, 16), 4, 'a CUDA forward leaves the CPU free');
+  t.equal(decodeSlotsDuringForward(cfg(1), cpu(2), 2), 1, 'explicit setting wins');
+  t.equal(decodeSlotsDuringForward(cfg(9), cpu(2), 2), 4, 'explicit setting capped by PREPROCESS_CONCURRENCY');
 });
 
 /** A fake backend whose decodes take `decodeMs` and record whether a forward was running. */
 function instrumented(forwardMs: number, decodeMs: number) {
   const b: FakeBackend = fakeBackend(forwardMs);
+  // A CPU model whose forward uses every core (the server's default THREADS).
+  (b as { info: FakeBackend['info'] }).info = { ...b.info, threads: availableParallelism() };
   let forwarding = 0;
   const decodesDuringForward: number[] = [];
   const fwd = b.forward.bind(b);
@@ -84,7 +87,7 @@ async function request(service: InferenceService, d: number): Promise<number> {
 
 t.test('CPU, all cores in the forward: decodes wait for it, then form one batch', async (t) => {
   const { b, decodesDuringForward } = instrumented(60, 3);
-  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, threads: availableParallelism(), batchWindowMs: 500 });
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, batchWindowMs: 500 });
   const service = new InferenceService(b, config, createMetrics(4));
   t.equal(service.decodeSlotsDuringForward, 0);
   const first = request(service, 1);
@@ -98,7 +101,7 @@ t.test('CPU, all cores in the forward: decodes wait for it, then form one batch'
 
 t.test('spare cores (or PREPROCESS_DURING_FORWARD): decodes overlap the forward', async (t) => {
   const { b, decodesDuringForward } = instrumented(60, 3);
-  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, threads: availableParallelism(), batchWindowMs: 500, preprocessDuringForward: 2 });
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, batchWindowMs: 500, preprocessDuringForward: 2 });
   const service = new InferenceService(b, config, createMetrics(4));
   t.equal(service.decodeSlotsDuringForward, 2);
   const first = request(service, 1);

@@ -3,6 +3,7 @@
  * response shapes, validation, auth, readiness, request ids, v2 protocol, metrics.
  * The real model over real HTTP is in server-http.test.ts.
  */
+import os from 'node:os';
 import t from 'tap';
 import type { InjectOptions } from 'fastify';
 import { buildApp } from '../src/server/app.js';
@@ -183,6 +184,10 @@ t.test('GET / shows model, weights, batching, endpoints, version', async (t) => 
   t.equal(body.model.random_init, true);
   t.equal(body.model.device, 'cpu');
   t.equal(body.batching.max_batch, 8);
+  t.equal(body.batching.batch_window_ms, 50);
+  t.equal(body.preprocessing.workers, os.availableParallelism(), 'PREPROCESS_CONCURRENCY default');
+  // The fake model runs on 1 thread: the other CPUs may decode during its forward.
+  t.equal(body.preprocessing.decodes_during_forward, os.availableParallelism() - 1, 'CPUs - THREADS');
   t.ok(body.endpoints.v2.includes('POST /v2/models/densenet121/infer'));
 });
 

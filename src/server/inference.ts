@@ -76,10 +76,14 @@ export function softmaxTopk(logits: Float32Array, k: number, labels: readonly st
  * Decodes then run between forwards, all at once, while the next batch forms. Spare cores
  * (CPUs - THREADS) may decode during a forward; a CUDA forward leaves the CPU free.
  */
-export function decodeSlotsDuringForward(config: Pick<Config, 'preprocessConcurrency' | 'preprocessDuringForward' | 'threads'>, device: string, cpus: number): number {
+export function decodeSlotsDuringForward(
+  config: Pick<Config, 'preprocessConcurrency' | 'preprocessDuringForward'>,
+  model: { device: string; threads: number },
+  cpus: number,
+): number {
   if (config.preprocessDuringForward !== 'auto') return Math.min(config.preprocessDuringForward, config.preprocessConcurrency);
-  if (device.startsWith('cuda')) return config.preprocessConcurrency;
-  return Math.max(0, Math.min(config.preprocessConcurrency, cpus - config.threads));
+  if (model.device.startsWith('cuda')) return config.preprocessConcurrency;
+  return Math.max(0, Math.min(config.preprocessConcurrency, cpus - model.threads));
 }
 
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
@@ -101,7 +105,7 @@ export class InferenceService {
   ) {
     const [c, h, w] = backend.info.inputShape;
     const idleSlots = config.preprocessConcurrency;
-    this.decodeSlotsDuringForward = decodeSlotsDuringForward(config, backend.info.device, availableParallelism());
+    this.decodeSlotsDuringForward = decodeSlotsDuringForward(config, backend.info, availableParallelism());
     this.preprocessSlots = new Semaphore(idleSlots);
     const slots = this.preprocessSlots;
     const during = this.decodeSlotsDuringForward;

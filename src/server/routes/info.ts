@@ -35,6 +35,10 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
         batch_sizes: ctx.service?.batcher.batchSizes ?? null,
         request_timeout_ms: config.requestTimeoutMs,
       },
+      preprocessing: {
+        workers: config.preprocessConcurrency,
+        decodes_during_forward: ctx.service?.decodeSlotsDuringForward ?? null,
+      },
       limits: { body_limit_bytes: config.bodyLimit, max_pixels: config.maxPixels, max_files: config.maxFiles },
       auth: config.apiToken ? 'bearer token required on inference endpoints' : 'none',
       endpoints: {
