@@ -50,6 +50,8 @@ t.test('default rendering: the design defaults', async (t) => {
   t.equal(doc.spec.template.spec.containerConcurrency, 20);
   t.equal(doc.spec.template.spec.timeoutSeconds, 60);
   t.same(c.env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '1' });
+  t.same(c.env.find((e: AnyObj) => e.name === 'PREPROCESS_CONCURRENCY'), { name: 'PREPROCESS_CONCURRENCY', value: '1' }, 'sized to the CPU limit, not the node');
+  t.same(c.env.find((e: AnyObj) => e.name === 'PREPROCESS_DURING_FORWARD'), { name: 'PREPROCESS_DURING_FORWARD', value: '0' }, 'CPU: no decode during a forward');
   t.same(c.env.find((e: AnyObj) => e.name === 'DEVICE'), { name: 'DEVICE', value: 'cpu' });
   t.equal(c.securityContext.runAsNonRoot, true);
   t.same(doc.spec.traffic, [{ latestRevision: true, percent: 100 }]);
@@ -72,6 +74,7 @@ t.test('--gpu, --canary and overrides render valid manifests', async (t) => {
   const gpu = renderService(variants[0]![1]) as AnyObj;
   t.equal(container(gpu).resources.limits['nvidia.com/gpu'], '1');
   t.same(container(gpu).env.find((e: AnyObj) => e.name === 'DEVICE'), { name: 'DEVICE', value: 'cuda' });
+  t.same(container(gpu).env.find((e: AnyObj) => e.name === 'PREPROCESS_DURING_FORWARD'), { name: 'PREPROCESS_DURING_FORWARD', value: '1' }, 'GPU: decode while it computes');
   const canary = renderService(variants[1]![1]) as AnyObj;
   t.equal(canary.spec.template.metadata.name, 'densenet-aaaaaaaaaa');
   t.same(canary.spec.traffic.map((x: AnyObj) => x.percent), [25, 75, 0]);

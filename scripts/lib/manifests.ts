@@ -130,7 +130,13 @@ export function renderService(o: ServiceOptions, templatePath = SERVICE_TEMPLATE
   const c = (tspec.containers as Obj[])[0]!;
   c.image = o.image;
   const env = new Map<string, string>(((c.env as { name: string; value: string }[]) ?? []).map((e) => [e.name, e.value]));
-  env.set('THREADS', String(threadsForCpuLimit(o.cpuLimit)));
+  // Inside a CPU quota Node still sees every core of the node, so the CPU-derived defaults
+  // (THREADS, PREPROCESS_CONCURRENCY, PREPROCESS_DURING_FORWARD) are set from the limit here.
+  const cores = threadsForCpuLimit(o.cpuLimit);
+  env.set('THREADS', String(cores));
+  env.set('PREPROCESS_CONCURRENCY', String(cores));
+  // CPU: the forward owns the whole quota, so decodes wait for it; a GPU forward leaves it free.
+  env.set('PREPROCESS_DURING_FORWARD', o.gpu ? String(cores) : '0');
   env.set('DEVICE', o.gpu ? 'cuda' : 'cpu');
   for (const [k, v] of Object.entries(o.env)) env.set(k, v);
   c.env = [...env].map(([name, value]) => ({ name, value }));
