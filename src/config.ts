@@ -111,11 +111,12 @@ function device(env: Env): DeviceSetting {
  * Defaults, measured on the 2-vCPU dev VM (numbers in the HTTP report / README):
  * - MAX_BATCH 8: b8 costs ~0.7-0.8x per image of b1 on CPU, so batching buys ~25-30 % throughput
  *   under load; beyond 8 the per-image gain is flat while latency of a full batch keeps growing.
- * - BATCH_WINDOW_MS 5: the window only applies when the model is idle AND other images are
- *   still being decoded (Batcher `incoming`); a lone request runs at once (c=1 pays nothing) and
- *   while a forward runs, arrivals queue up and form the next batch as soon as it ends. 5 ms is
- *   about one image decode: long enough to catch a request that is on its way, short against a
- *   ~40 ms forward.
+ * - BATCH_WINDOW_MS 50: the window only applies while the model is idle AND other images are
+ *   still being decoded (Batcher `incoming`); a lone request runs at once (c=1 pays nothing) and a
+ *   full batch runs at once. On CPU no decode starts during a forward (PREPROCESS_DURING_FORWARD
+ *   auto), so after each forward the waiting images are decoded two at a time and the batch must
+ *   wait for them: 8 photos take ~30-60 ms on 2 vCPUs. With 5 ms the batches at c=16 averaged
+ *   2 images; with 40 ms 5.5-6.4; with 50-60 ms 7-7.9 (and the most req/s).
  * - THREADS = all CPUs. Measured on the quiet 2-vCPU VM (npm run bench, 6 s runs, one after the
  *   other): THREADS=2 -> c=1 p50 46-58 ms, c=16 25.7-27.7 req/s (batching on);
  *   THREADS=1 -> c=1 p50 67-73 ms, c=16 15.8-16.3 req/s. An earlier run that favoured 1 thread

@@ -1,7 +1,8 @@
 /**
  * The request-level inference path shared by /predict and /v2: admission (bounded work),
- * preprocessing under a small semaphore (so decoding can't starve the inference thread or the
- * event loop), the batcher, and softmax/top-k.
+ * preprocessing under a semaphore whose size follows the model (PREPROCESS_CONCURRENCY while it
+ * is idle, decodeSlotsDuringForward() while a forward runs, so decoding never stalls a CPU
+ * forward), the batcher, and softmax/top-k.
  */
 import { availableParallelism } from 'node:os';
 import { AppError } from '../errors.js';
