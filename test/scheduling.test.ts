@@ -88,15 +88,20 @@ async function request(service: InferenceService, d: number): Promise<number> {
 t.test('CPU, all cores in the forward: decodes wait for it, then form one batch', async (t) => {
   const { b, decodesDuringForward } = instrumented(60, 3);
   const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, batchWindowMs: 500 });
-  const service = new InferenceService(b, config, createMetrics(4));
+  const metrics = createMetrics(4);
+  const service = new InferenceService(b, config, metrics);
   t.equal(service.decodeSlotsDuringForward, 0);
   const first = request(service, 1);
   await tick(20); // the first forward is running now
   const rest = [2, 3, 4, 5].map((d) => request(service, d));
+  await tick(10);
+  const waiting = async () => (await metrics.preprocessWaiting.get()).values[0]!.value;
+  t.equal(await waiting(), 4, 'the gauge shows the four images held back');
   const answers = await Promise.all([first, ...rest]);
   t.same(answers, [1, 2, 3, 4, 5], 'each request got its own image');
   t.same(b.batches, [1, 4], 'the four held-back images ran as one batch');
   t.same(decodesDuringForward, [0, 0, 0, 0, 0], 'no decode started while a forward ran');
+  t.equal(await waiting(), 0, 'and back to 0');
 });
 
 t.test('spare cores (or PREPROCESS_DURING_FORWARD): decodes overlap the forward', async (t) => {

@@ -157,8 +157,12 @@ export class InferenceService {
 
   async preprocessOne(image: Uint8Array): Promise<Float32Array> {
     this.decoding++;
+    this.metrics.preprocessWaiting.inc();
+    let waiting = true;
     try {
       return await this.preprocessSlots.run(async () => {
+        waiting = false;
+        this.metrics.preprocessWaiting.dec();
         const end = this.metrics.preprocess.startTimer();
         try {
           return await this.backend.preprocess(image);
@@ -167,6 +171,7 @@ export class InferenceService {
         }
       });
     } finally {
+      if (waiting) this.metrics.preprocessWaiting.dec();
       this.decoding--;
     }
   }

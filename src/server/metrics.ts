@@ -17,6 +17,7 @@ export interface Metrics {
   preprocess: Histogram;
   batchSize: Histogram;
   queueDepth: Gauge;
+  preprocessWaiting: Gauge;
   inFlight: Gauge;
   inFlightRequests: Gauge;
   rejected: Counter<'reason'>;
@@ -81,6 +82,11 @@ export function createMetrics(maxBatch: number): Metrics {
       registers,
     }),
     queueDepth: new Gauge({ name: 'inference_queue_depth', help: 'Images waiting in the batching queue.', registers }),
+    preprocessWaiting: new Gauge({
+      name: 'inference_preprocess_waiting',
+      help: 'Images waiting for a preprocessing slot (on CPU, decodes wait while a forward runs).',
+      registers,
+    }),
     inFlight: new Gauge({ name: 'inference_in_flight', help: 'Images in the model forward running now.', registers }),
     inFlightRequests: new Gauge({ name: 'inference_requests_in_flight', help: 'Inference requests being handled (admitted, not yet answered).', registers }),
     rejected: new Counter({
