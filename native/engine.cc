@@ -38,23 +38,33 @@ std::string conciseTorchMessage(const std::string& full) {
   return tail;
 }
 
-// Channels-last for every 4-D tensor constant of a frozen graph (conv weights). Frozen modules
-// keep their weights as graph constants, not parameters, so Module::to() would not reach them.
-int constantsToChannelsLast(torch::jit::Block* block) {
+// Calls rewrite(node, tensor) for every tensor-valued prim::Constant of the graph block and its
+// sub-blocks; rewrite returns the replacement, or an undefined tensor to leave the constant as
+// it is. Returns how many constants were replaced.
+template <typename Rewrite>
+int rewriteTensorConstants(torch::jit::Block* block, const Rewrite& rewrite) {
   int converted = 0;
   for (torch::jit::Node* node : block->nodes()) {
-    for (torch::jit::Block* sub : node->blocks()) converted += constantsToChannelsLast(sub);
+    for (torch::jit::Block* sub : node->blocks()) converted += rewriteTensorConstants(sub, rewrite);
     if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value) ||
         node->kindOf(c10::attr::value) != torch::jit::AttributeKind::t)
       continue;
-    at::Tensor t = node->t(c10::attr::value);
-    if (t.dim() != 4 || t.is_contiguous(at::MemoryFormat::ChannelsLast)) continue;
-    at::Tensor cl = t.contiguous(at::MemoryFormat::ChannelsLast);
-    node->t_(c10::attr::value, cl);
-    node->output()->inferTypeFrom(cl);
+    at::Tensor replacement = rewrite(node, node->t(c10::attr::value));
+    if (!replacement.defined()) continue;
+    node->t_(c10::attr::value, replacement);
+    node->output()->inferTypeFrom(replacement);
     ++converted;
   }
   return converted;
+}
+
+// Channels-last for every 4-D tensor constant of a frozen graph (conv weights). Frozen modules
+// keep their weights as graph constants, not parameters, so Module::to() would not reach them.
+int constantsToChannelsLast(torch::jit::Block* block) {
+  return rewriteTensorConstants(block, [](torch::jit::Node*, const at::Tensor& t) {
+    if (t.dim() != 4 || t.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::Tensor();
+    return t.contiguous(at::MemoryFormat::ChannelsLast);
+  });
 }
 
 // bf16: autocast casts every fp32 weight to bf16 on EVERY call (its cast cache only keeps
@@ -62,32 +72,18 @@ int constantsToChannelsLast(torch::jit::Block* block) {
 // that only feed convolutions/linear layers (weight, bias) once at load instead: autocast then
 // finds them already bf16, so the results are identical and the per-call casts are gone.
 int convLinearConstantsToBf16(torch::jit::Block* block) {
-  int converted = 0;
-  for (torch::jit::Node* node : block->nodes()) {
-    for (torch::jit::Block* sub : node->blocks()) converted += convLinearConstantsToBf16(sub);
-    if (node->kind() != c10::prim::Constant || !node->hasAttribute(c10::attr::value) ||
-        node->kindOf(c10::attr::value) != torch::jit::AttributeKind::t)
-      continue;
-    at::Tensor t = node->t(c10::attr::value);
-    if (t.scalar_type() != at::kFloat) continue;
+  return rewriteTensorConstants(block, [](torch::jit::Node* node, const at::Tensor& t) {
+    if (t.scalar_type() != at::kFloat) return at::Tensor();
     const auto& uses = node->output()->uses();
-    bool onlyConvLinear = !uses.empty();
+    if (uses.empty()) return at::Tensor();
     for (const torch::jit::Use& u : uses) {
       const c10::Symbol k = u.user->kind();
       const bool convOrLinear = k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution ||
                                 k == c10::aten::linear;
-      if (!convOrLinear || (u.offset != 1 && u.offset != 2)) {
-        onlyConvLinear = false;
-        break;
-      }
+      if (!convOrLinear || (u.offset != 1 && u.offset != 2)) return at::Tensor();
     }
-    if (!onlyConvLinear) continue;
-    at::Tensor b = t.to(at::kBFloat16);  // preserves the (channels-last) layout
-    node->t_(c10::attr::value, b);
-    node->output()->inferTypeFrom(b);
-    ++converted;
-  }
-  return converted;
+    return t.to(at::kBFloat16);  // preserves the (channels-last) layout
+  });
 }
 
 // Unfrozen modules keep weights as parameters: convert those in place.
