@@ -10,6 +10,7 @@
  * is replaced; the others carry on.
  */
 import { Worker } from 'node:worker_threads';
+import sharp from 'sharp';
 import { AppError } from './errors.js';
 import { ImageError, type ImageErrorCode, type PreprocessSpec } from './preprocess.js';
 
@@ -36,6 +37,21 @@ export interface PreprocessPoolOptions {
   size: number;
 }
 
+/**
+ * Thread budget on an N-core box: inference owns THREADS OpenMP workers on the addon's thread.
+ * PREPROCESS_CONCURRENCY (default = cores) images are preprocessed at once, each on one of as
+ * many worker threads (the resample and normalisation, ~3 ms of JS for a photo) whose sharp
+ * decode runs on one libuv pool thread and, with concurrency(1), one libvips thread; the other
+ * UV_THREADPOOL_SIZE - PREPROCESS_CONCURRENCY pool threads stay free for fs/dns/zlib. While a
+ * CPU forward runs, only CPUs - THREADS decodes may start (InferenceService): with every core
+ * in the forward, decoding waits for it rather than stall its OpenMP team.
+ * The op cache is off: every request is a different image, caching only holds memory.
+ */
+export function configureImageThreads(): void {
+  sharp.concurrency(1);
+  sharp.cache(false);
+}
+
 const IMAGE_CODES = new Set<string>(['EMPTY_IMAGE', 'UNSUPPORTED_IMAGE', 'CORRUPT_IMAGE', 'IMAGE_TOO_LARGE']);
 
 /**
@@ -49,6 +65,7 @@ function workerEntry(): { entry: string | URL; eval: boolean } {
   const worker = new URL('./preprocess-worker.ts', import.meta.url).href;
   return { entry: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(worker)}); });`, eval: true };
 }
+const WORKER_ENTRY = workerEntry();
 
 interface Job {
   id: number;
@@ -101,8 +118,7 @@ export class PreprocessPool {
 
   private spawn(): Slot {
     const data: PreprocessWorkerData = { spec: this.opts.spec, maxPixels: this.opts.maxPixels };
-    const { entry, eval: isEval } = workerEntry();
-    const worker = new Worker(entry, { workerData: data, name: 'preprocess', eval: isEval });
+    const worker = new Worker(WORKER_ENTRY.entry, { workerData: data, name: 'preprocess', eval: WORKER_ENTRY.eval });
     worker.unref(); // an idle pool never keeps the process alive
     const slot: Slot = { worker, job: undefined };
     worker.on('message', (reply: PreprocessReply) => {

@@ -4,16 +4,15 @@
  * back, not copied. Errors travel as plain data and are rebuilt as typed errors by the pool.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import sharp from 'sharp';
 import { AppError } from './errors.js';
 import { preprocess, type PreprocessSpec } from './preprocess.js';
-import type { PreprocessTask, PreprocessReply, PreprocessWorkerData } from './preprocess-pool.js';
+import { configureImageThreads, type PreprocessTask, type PreprocessReply, type PreprocessWorkerData } from './preprocess-pool.js';
 
 const { spec, maxPixels } = workerData as PreprocessWorkerData;
 const port = parentPort!;
-// Process-wide libvips settings, the same the server makes on the main thread.
-sharp.concurrency(1);
-sharp.cache(false);
+// After sharp has loaded here: loading sharp in a new thread turns libvips' (process-wide) op
+// cache back on, so the settings are made again by every worker.
+configureImageThreads();
 
 port.on('message', (task: PreprocessTask) => {
   preprocess(new Uint8Array(task.image), spec as PreprocessSpec, { maxPixels }).then(

@@ -95,8 +95,6 @@ export class InferenceService {
   /** Decodes allowed while a forward runs (see decodeSlotsDuringForward). */
   readonly decodeSlotsDuringForward: number;
   private admitted = 0;
-  /** Images being decoded right now: the batcher's "more are on the way" signal. */
-  private decoding = 0;
 
   constructor(
     readonly backend: InferenceBackend,
@@ -128,7 +126,8 @@ export class InferenceService {
           slots.setLimit(n > 0 ? during : idleSlots);
         },
       },
-      incoming: () => this.decoding,
+      // Images being decoded or waiting for a slot: the batcher's "more are on the way" signal.
+      incoming: () => slots.running + slots.waiting,
       windowAfterForward: this.decodeSlotsDuringForward < config.preprocessConcurrency,
     });
   }
@@ -156,24 +155,18 @@ export class InferenceService {
   }
 
   async preprocessOne(image: Uint8Array): Promise<Float32Array> {
-    this.decoding++;
-    this.metrics.preprocessWaiting.inc();
-    let waiting = true;
-    try {
-      return await this.preprocessSlots.run(async () => {
-        waiting = false;
-        this.metrics.preprocessWaiting.dec();
-        const end = this.metrics.preprocess.startTimer();
-        try {
-          return await this.backend.preprocess(image);
-        } finally {
-          end();
-        }
-      });
-    } finally {
-      if (waiting) this.metrics.preprocessWaiting.dec();
-      this.decoding--;
-    }
+    const slots = this.preprocessSlots;
+    const done = slots.run(async () => {
+      this.metrics.preprocessWaiting.set(slots.waiting);
+      const end = this.metrics.preprocess.startTimer();
+      try {
+        return await this.backend.preprocess(image);
+      } finally {
+        end();
+      }
+    });
+    this.metrics.preprocessWaiting.set(slots.waiting);
+    return done;
   }
 
   /** Preprocess every image; failures are per image (the caller decides whether one fails all). */

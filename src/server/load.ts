@@ -1,6 +1,6 @@
 /**
  * The real InferenceBackend: Model (libtorch addon) + model card + preprocessing on a pool of
- * worker threads (PreprocessPool). Also sizes the image thread pools (see configureImageThreads).
+ * worker threads (PreprocessPool; its workers set libvips' threads: see configureImageThreads).
  */
 import sharp from 'sharp';
 import { cardPathFor, loadCard } from '../card.js';
@@ -9,21 +9,6 @@ import { Model } from '../model.js';
 import { specFromCard } from '../preprocess.js';
 import { PreprocessPool } from '../preprocess-pool.js';
 import type { InferenceBackend } from './backend.js';
-
-/**
- * Thread budget on an N-core box: inference owns THREADS OpenMP workers on the addon's thread.
- * PREPROCESS_CONCURRENCY (default = cores) images are preprocessed at once, each on one of as
- * many worker threads (the resample and normalisation, ~3 ms of JS for a photo) whose sharp
- * decode runs on one libuv pool thread and, with concurrency(1), one libvips thread; the other
- * UV_THREADPOOL_SIZE - PREPROCESS_CONCURRENCY pool threads stay free for fs/dns/zlib. While a
- * CPU forward runs, only CPUs - THREADS decodes may start (InferenceService): with every core
- * in the forward, decoding waits for it rather than stall its OpenMP team.
- * The op cache is off: every request is a different image, caching only holds memory.
- */
-export function configureImageThreads(): void {
-  sharp.concurrency(1);
-  sharp.cache(false);
-}
 
 /** A 640x480 JPEG with structure (gradients), made here. */
 async function warmupImage(): Promise<Buffer> {
@@ -42,7 +27,6 @@ async function warmupImage(): Promise<Buffer> {
 }
 
 export async function loadBackend(config: Config): Promise<InferenceBackend> {
-  configureImageThreads();
   const card = await loadCard(cardPathFor(config.modelPath));
   const model = await Model.load(config.modelPath, { device: config.device, threads: config.threads, precision: config.precision });
   const spec = specFromCard(card);
