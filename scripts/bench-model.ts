@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { Model, cpuHasAvx512Bf16, type LoadOptions } from '../src/model.js';
 import { formatCommand, run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
+import { median } from './lib/stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1';
@@ -164,11 +165,6 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner> 
   };
 }
 
-const median = (v: number[]) => {
-  const s = [...v].sort((a, b) => a - b);
-  const n = s.length;
-  return n ? (n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2) : NaN;
-};
 
 interface Paired {
   /** Median ms per runner over all rounds. */

@@ -5,6 +5,9 @@
  */
 import type { HttpClient, RequestSpec } from './http.js';
 import { validatePredictResponse } from './schema.js';
+import { percentile } from '../stats.js';
+
+export { percentile };
 
 export interface LoadOptions {
   concurrency: number;
@@ -46,12 +49,6 @@ export interface LoadReport {
   cold_start?: ColdStart;
 }
 
-/** Nearest-rank percentile of an ascending array. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
-}
 
 /** A cold start: the first request took more than 3x the steady-state median and at least 250 ms more. */
 export const COLD_START_RATIO = 3;
