@@ -23,13 +23,13 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { GLIBC_TUNABLES } from '../src/config.js';
 import { Model, cpuHasAvx512Bf16, type LoadOptions } from '../src/model.js';
 import { formatCommand, run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
 import { median } from './lib/stats.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1';
 const DRIVER = join(ROOT, 'build', 'Release', 'densenet_bench');
 const TORCH_PY = join(ROOT, 'scripts', 'torch_forward.py');
 
@@ -56,12 +56,12 @@ if (opt.help) {
 
 // GLIBC_TUNABLES only acts at process start: re-execute once with it set.
 if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
-  process.stderr.write(`GLIBC_TUNABLES=${TUNABLES} (set for this benchmark and its children; --no-tunables to skip)\n`);
+  process.stderr.write(`GLIBC_TUNABLES=${GLIBC_TUNABLES} (set for this benchmark and its children; --no-tunables to skip)\n`);
   const r = await run(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     inherit: true,
     reject: false,
     quiet: true,
-    env: { ...process.env, GLIBC_TUNABLES: TUNABLES },
+    env: { ...process.env, GLIBC_TUNABLES },
   });
   process.exit(r.exitCode);
 }

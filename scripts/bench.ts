@@ -18,10 +18,10 @@ import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import sharp from 'sharp';
+import { GLIBC_TUNABLES } from '../src/config.js';
 import { median, percentile } from './lib/stats.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const GLIBC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1';
 const MAX_BATCH = 8;
 
 interface Args {

@@ -9,6 +9,14 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export type DeviceSetting = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 export type PrecisionSetting = 'fp32' | 'bf16';
 
+/**
+ * The malloc settings the server is meant to run with (stable forward timings, lower RSS:
+ * shared/README.md). glibc reads them only at process start, so they cannot be set from here:
+ * `npm start` and the Dockerfile put the same value in the environment; the benchmarks and
+ * tests that start servers use this constant.
+ */
+export const GLIBC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1';
+
 export interface Config {
   port: number;
   host: string;

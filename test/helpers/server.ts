@@ -13,14 +13,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { configFrom, type Config } from '../../src/config.js';
+import { GLIBC_TUNABLES, configFrom, type Config } from '../../src/config.js';
 import { buildApp } from '../../src/server/app.js';
 import { ensureDefaultModel } from './model.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-
-/** Stable libtorch timings and lower RSS (shared/README.md); what the Dockerfile sets too. */
-export const GLIBC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1';
 
 export interface TestServer {
   url: string;
