@@ -13,10 +13,13 @@ export interface ErrorBody {
   message: string;
 }
 
-/** Framework error code -> [status, our code]. */
-const FRAMEWORK_CODES: Record<string, [number, string]> = {
+const UNSUPPORTED_MEDIA =
+  'unsupported Content-Type: send multipart/form-data, application/json or image/* (KServe v2: application/json)';
+
+/** Framework error code -> [status, our code, our message (default: the framework's)]. */
+const FRAMEWORK_CODES: Record<string, [number, string, string?]> = {
   FST_ERR_CTP_BODY_TOO_LARGE: [413, 'BODY_TOO_LARGE'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'INVALID_CONTENT_LENGTH'],
   FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'INVALID_JSON'],
   FST_ERR_CTP_INVALID_JSON_BODY: [400, 'INVALID_JSON'],
@@ -26,7 +29,7 @@ const FRAMEWORK_CODES: Record<string, [number, string]> = {
   FST_PARTS_LIMIT: [413, 'TOO_MANY_PARTS'],
   FST_FIELDS_LIMIT: [413, 'TOO_MANY_FIELDS'],
   FST_PROTO_VIOLATION: [400, 'INVALID_MULTIPART'],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
   FST_INVALID_JSON_FIELD_ERROR: [400, 'INVALID_MULTIPART'],
   // The body ended mid-part (truncated multipart); if the client really went away, nobody reads it.
   ERR_STREAM_PREMATURE_CLOSE: [400, 'INVALID_MULTIPART'],
@@ -36,10 +39,7 @@ export function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
   const e = err as Partial<FastifyError> & { message?: string; status?: number };
   const mapped = e?.code ? FRAMEWORK_CODES[e.code] : undefined;
-  if (mapped?.[1] === 'UNSUPPORTED_MEDIA_TYPE') {
-    return new AppError(mapped[1], 415, 'unsupported Content-Type: send multipart/form-data, application/json or image/* (KServe v2: application/json)', { cause: err });
-  }
-  if (mapped) return new AppError(mapped[1], mapped[0], e.message ?? mapped[1], { cause: err });
+  if (mapped) return new AppError(mapped[1], mapped[0], mapped[2] ?? e.message ?? mapped[1], { cause: err });
   if (err instanceof SyntaxError) return new AppError('INVALID_JSON', 400, `invalid JSON body: ${err.message}`, { cause: err });
   const status = e?.statusCode ?? e?.status;
   if (typeof status === 'number' && status >= 400 && status < 500) {
