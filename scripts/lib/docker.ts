@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
-import { join, relative, resolve, sep } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 
 export const IMAGE_REPO = 'dev.local/densenet-inference';
 
@@ -81,9 +81,4 @@ export function gpuPrerequisites(root: string): string[] {
   if (!existsSync(join(root, 'third_party', 'libtorch', 'share', 'cmake', 'Torch', 'TorchConfig.cmake'))) missing.push('a CUDA libtorch unpacked to third_party/libtorch');
   if (!existsSync(join(root, 'models', 'densenet121.pt'))) missing.push('models/densenet121.pt (npm run export-model)');
   return missing;
-}
-
-export function relativeToCwd(p: string): string {
-  const r = relative(process.cwd(), p);
-  return r === '' ? '.' : r;
 }

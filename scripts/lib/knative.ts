@@ -8,8 +8,6 @@ import {
   eventsFor,
   formatConditions,
   getJson,
-  kubectl,
-  kubectlMutate,
   withRetry,
   waitFor,
   type Ctx,
@@ -150,4 +148,3 @@ export async function configureKnative(ctx: Ctx): Promise<void> {
   }
 }
 
-export { kubectl, kubectlMutate };

@@ -4,7 +4,7 @@
  * polling waits that explain themselves on timeout, and the distinct "what is missing" errors.
  * Every external command goes through exec.ts run(), which prints it first.
  */
-import { CommandError, MissingToolError, hasCommand, run, type RunOptions, type RunResult } from './exec.js';
+import { CommandError, MissingToolError, formatCommand, hasCommand, run, type RunOptions, type RunResult } from './exec.js';
 import { envMs } from './args.js';
 
 export interface Tools {
@@ -135,7 +135,6 @@ export function kubectl(ctx: Ctx, args: readonly string[], opts: RunOptions = {}
 /** A command that changes something: printed and skipped under --dry-run. */
 export async function mutate(ctx: Ctx, file: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   if (ctx.dryRun) {
-    const { formatCommand } = await import('./exec.js');
     ctx.log(`(dry-run, not run) $ ${formatCommand(file, args)}${opts.input !== undefined ? ' <<< (manifest below)' : ''}`);
     return { stdout: '', stderr: '', exitCode: 0, failed: false };
   }
@@ -176,7 +175,6 @@ export async function withRetry(ctx: Ctx, what: string, file: string, args: read
   for (let attempt = 1; ; attempt++) {
     const r = await mutate(ctx, file, args, { ...opts, reject: false });
     if (r.exitCode === 0) return r;
-    const { formatCommand } = await import('./exec.js');
     if (attempt >= attempts || !isTransient(r.stderr)) {
       throw new CommandError(
         formatCommand(file, args),
