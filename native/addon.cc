@@ -105,7 +105,7 @@ Completion* failure(std::optional<Napi::Promise::Deferred> d, std::string code, 
 const char* codeFor(ErrorKind k) {
   switch (k) {
     case ErrorKind::Load: return "MODEL_LOAD_FAILED";
-    case ErrorKind::InvalidOption: return "INVALID_OPTION";
+    case ErrorKind::InvalidOption: return "INVALID_MODEL_OPTION";
     case ErrorKind::Forward: return "FORWARD_FAILED";
   }
   return "INTERNAL";

@@ -119,13 +119,13 @@ export class Batcher {
     }
     if (this.closing) {
       this.opts.observer?.rejected?.('shutting_down', images.length);
-      return Promise.reject(new AppError('SHUTTING_DOWN', 503, 'the server is shutting down', { headers: { 'retry-after': '1' } }));
+      return Promise.reject(new AppError('SHUTTING_DOWN', 'the server is shutting down'));
     }
     if (this.queued + images.length > this.opts.queueLimit) {
       this.opts.observer?.rejected?.('queue_full', images.length);
       return Promise.reject(
-        new AppError('QUEUE_FULL', 503, `inference queue is full (${this.queued} of ${this.opts.queueLimit} images waiting); retry later`, {
-          headers: { 'retry-after': String(this.retryAfterSeconds()) },
+        new AppError('QUEUE_FULL', `inference queue is full (${this.queued} of ${this.opts.queueLimit} images waiting); retry later`, {
+          retryAfter: this.retryAfterSeconds(),
         }),
       );
     }
@@ -160,8 +160,8 @@ export class Batcher {
     if (req.settled) return;
     const waiting = this.dropQueued(req);
     this.opts.observer?.rejected?.('timeout', req.images.length);
-    this.settle(req, new AppError('REQUEST_TIMEOUT', 503, `inference did not finish within ${timeoutMs} ms (server overloaded); retry later`, {
-      headers: { 'retry-after': String(this.retryAfterSeconds()) },
+    this.settle(req, new AppError('REQUEST_TIMEOUT', `inference did not finish within ${timeoutMs} ms (server overloaded); retry later`, {
+      retryAfter: this.retryAfterSeconds(),
     }));
     if (waiting > 0) this.opts.observer?.depth?.(this.queued);
     this.checkIdle();
@@ -257,7 +257,7 @@ export class Batcher {
     this.opts.observer?.inFlight?.(0);
     const k = this.opts.numClasses;
     if (logits !== undefined && logits.length !== padded * k) {
-      err = new AppError('INFERENCE_FAILED', 500, `model returned ${logits.length} values, expected ${padded * k}`);
+      err = new AppError('INFERENCE_FAILED', `model returned ${logits.length} values, expected ${padded * k}`);
       logits = undefined;
     }
     if (logits !== undefined) {
@@ -271,7 +271,7 @@ export class Batcher {
       }
     } else {
       const error =
-        err instanceof AppError ? err : new AppError('INFERENCE_FAILED', 500, `inference failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        err instanceof AppError ? err : new AppError('INFERENCE_FAILED', `inference failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       for (const e of batch) this.settle(e.req, error);
     }
     // Queued images have waited a whole forward already: run them now, unless decoding was held

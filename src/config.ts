@@ -54,7 +54,7 @@ export interface Config {
 
 export class ConfigError extends AppError {
   constructor(readonly variable: string, message: string) {
-    super('CONFIG_INVALID', 500, `${variable}: ${message}`);
+    super('CONFIG_INVALID', `${variable}: ${message}`);
   }
 }
 

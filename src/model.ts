@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { AppError } from './errors.js';
+import { AppError, ERRORS, type ErrorCode } from './errors.js';
 import { loadNative, type NativeModel } from './native.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -52,14 +52,14 @@ export interface ForwardResult {
 /** A model file that is missing, truncated, not TorchScript, or fails its probe forward. */
 export class ModelLoadError extends AppError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('MODEL_LOAD_FAILED', 500, message, options);
+    super('MODEL_LOAD_FAILED', message, options);
   }
 }
 
 /** An option the machine cannot honour (bf16 without avx512_bf16, CUDA without a GPU...). */
 export class ModelOptionError extends RangeError {
-  readonly code = 'INVALID_MODEL_OPTION';
-  readonly statusCode = 500;
+  readonly code = 'INVALID_MODEL_OPTION' satisfies ErrorCode;
+  readonly statusCode = ERRORS.INVALID_MODEL_OPTION.status;
   constructor(message: string) {
     super(message);
     this.name = 'ModelOptionError';
@@ -68,14 +68,14 @@ export class ModelOptionError extends RangeError {
 
 export class ModelDisposedError extends AppError {
   constructor() {
-    super('MODEL_DISPOSED', 503, 'The model has been disposed');
+    super('MODEL_DISPOSED', 'The model has been disposed');
   }
 }
 
 /** libtorch rejected a forward (e.g. an input too small for the network). */
 export class ForwardError extends AppError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('FORWARD_FAILED', 500, message, options);
+    super('FORWARD_FAILED', message, options);
   }
 }
 
@@ -188,7 +188,7 @@ export class Model {
     } catch (err) {
       native.dispose();
       const e = err as NativeError;
-      if (e.code === 'INVALID_OPTION') throw new ModelOptionError(e.message);
+      if (e.code === 'INVALID_MODEL_OPTION') throw new ModelOptionError(e.message);
       const msg = e.message.includes(abs) ? e.message : `Cannot load model ${abs}: ${e.message}`;
       throw new ModelLoadError(msg, { cause: err });
     }
@@ -238,7 +238,7 @@ export class Model {
       const e = err as NativeError;
       if (e.code === 'MODEL_DISPOSED') throw new ModelDisposedError();
       if (e.code === 'FORWARD_FAILED') throw new ForwardError(`Forward failed: ${e.message}`, { cause: err });
-      if (e.code === 'INVALID_OPTION') throw new RangeError(e.message);
+      if (e.code === 'INVALID_MODEL_OPTION') throw new RangeError(e.message);
       throw err;
     }
   }

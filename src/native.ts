@@ -38,7 +38,7 @@ export interface NativeForwardResult {
 }
 
 /** Errors from the addon carry one of these codes. */
-export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
+export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_MODEL_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
 
 /** One model = one native inference thread (see native/worker.h). */
 export interface NativeModel {

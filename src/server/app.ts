@@ -73,7 +73,7 @@ export function makeAuthHook(token: string | undefined) {
     const ok = m !== null && timingSafeEqual(sha256(m[1]!), expected);
     if (!ok) {
       void reply.header('www-authenticate', m ? 'Bearer error="invalid_token"' : 'Bearer realm="densenet-serve"');
-      throw new AppError('UNAUTHORIZED', 401, m ? 'invalid bearer token' : 'missing bearer token: send Authorization: Bearer <API_TOKEN>');
+      throw new AppError('UNAUTHORIZED', m ? 'invalid bearer token' : 'missing bearer token: send Authorization: Bearer <API_TOKEN>');
     }
   };
 }
@@ -130,9 +130,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       ctx.state = 'draining';
     },
     requireService() {
-      if (ctx.state === 'draining') throw new AppError('SHUTTING_DOWN', 503, 'the server is shutting down', { headers: { 'retry-after': '1' } });
+      if (ctx.state === 'draining') throw new AppError('SHUTTING_DOWN', 'the server is shutting down');
       if (ctx.state !== 'ready' || !ctx.service) {
-        throw new AppError('NOT_READY', 503, 'the model is still loading or warming up; retry shortly', { headers: { 'retry-after': '2' } });
+        throw new AppError('NOT_READY', 'the model is still loading or warming up; retry shortly');
       }
       return ctx.service;
     },
@@ -167,7 +167,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) =>
-    sendError(request, reply, new AppError('NOT_FOUND', 404, `no route for ${request.method} ${request.url.split('?')[0]}`)),
+    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`)),
   );
 
   await app.register(multipart, {

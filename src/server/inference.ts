@@ -139,8 +139,8 @@ export class InferenceService {
   admit(images: number): () => void {
     const cap = this.config.queueLimit + this.config.maxBatch;
     if (this.admitted + images > cap) {
-      throw new AppError('QUEUE_FULL', 503, `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
-        headers: { 'retry-after': String(this.batcher.retryAfterSeconds()) },
+      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
+        retryAfter: this.batcher.retryAfterSeconds(),
       });
     }
     this.admitted += images;
@@ -189,8 +189,8 @@ export class InferenceService {
     const left = this.config.requestTimeoutMs - (performance.now() - startedAt);
     if (left <= 0) {
       return Promise.reject(
-        new AppError('REQUEST_TIMEOUT', 503, `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
-          headers: { 'retry-after': String(this.batcher.retryAfterSeconds()) },
+        new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
+          retryAfter: this.batcher.retryAfterSeconds(),
         }),
       );
     }

@@ -51,10 +51,10 @@ export function fakeBackend(delayMs = 5): FakeBackend {
     failNext: false,
     async preprocess(image) {
       const s = Buffer.from(image).toString('latin1');
-      if (s.length === 0) throw new AppError('EMPTY_IMAGE', 400, 'the image is empty');
-      if (s.startsWith('BAD')) throw new AppError('CORRUPT_IMAGE', 400, 'corrupt image');
+      if (s.length === 0) throw new AppError('EMPTY_IMAGE', 'the image is empty');
+      if (s.startsWith('BAD')) throw new AppError('CORRUPT_IMAGE', 'corrupt image');
       const m = /^IMG:(\d)$/.exec(s);
-      if (!m) throw new AppError('UNSUPPORTED_IMAGE', 415, 'not an image');
+      if (!m) throw new AppError('UNSUPPORTED_IMAGE', 'not an image');
       return new Float32Array(FAKE_SIZE).fill(Number(m[1]));
     },
     async forward(input, batch) {
