@@ -50,6 +50,8 @@ export const ERRORS = {
   QUEUE_FULL: { status: 503, retryAfter: 'estimate' },
   REQUEST_TIMEOUT: { status: 503, retryAfter: 'estimate' },
   MODEL_DISPOSED: { status: 503, retryAfter: 1 },
+  // The client closed the connection: its work is dropped; logged, never delivered (nginx's 499).
+  CLIENT_GONE: { status: 499 },
   // 500: our fault. Logged with the request id; the client sees the code and a generic message.
   INFERENCE_FAILED: { status: 500, internal: true },
   FORWARD_FAILED: { status: 500, internal: true },

@@ -95,6 +95,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // (readiness 503), and every response says `connection: close` (onRequest hook below).
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // Behind Knative's queue-proxy (same pod, loopback): logs show the client's address.
+    trustProxy: ['127.0.0.1', '::1'],
     requestIdHeader: false, // handled in genReqId so a hostile id is replaced, not echoed
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
@@ -152,6 +154,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (deps.backend) ctx.attach(deps.backend);
   if (deps.ready && deps.backend) ctx.markReady();
 
+  // app.close() alone shuts everything down: readiness turns 503 first, the listener closes and
+  // in-flight responses are sent, then (onClose runs after the server has closed) the batcher is
+  // drained and the model's threads released.
+  app.addHook('preClose', async () => ctx.markDraining());
+  app.addHook('onClose', async () => {
+    const service = ctx.service;
+    if (!service) return;
+    await service.batcher.close();
+    service.backend.dispose();
+  });
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });
