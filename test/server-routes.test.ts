@@ -147,14 +147,19 @@ t.test('API_TOKEN: 401 with WWW-Authenticate on inference, open health/metrics',
   }
 });
 
-t.test('readiness: 503 before ready and while draining; inference refused then', async (t) => {
+t.test('readiness: 503 (v2: 400 {ready: false}) before ready and while draining; inference refused then', async (t) => {
   const { a } = await app({}, false);
   t.equal((await a.inject({ method: 'GET', url: '/healthz' })).statusCode, 200);
   const notReady = await a.inject({ method: 'GET', url: '/readyz' });
   t.equal(notReady.statusCode, 503);
   t.equal(notReady.json().code, 'NOT_READY');
-  t.equal((await a.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 503);
-  t.equal((await a.inject({ method: 'GET', url: '/v2/models/densenet121/ready' })).statusCode, 503);
+  // KServe v2 health: 200 means true, a 4xx means false (the spec's words), with the spec's bodies.
+  const v2Ready = await a.inject({ method: 'GET', url: '/v2/health/ready' });
+  t.equal(v2Ready.statusCode, 400);
+  t.same(v2Ready.json(), { ready: false });
+  const modelReady = await a.inject({ method: 'GET', url: '/v2/models/densenet121/ready' });
+  t.equal(modelReady.statusCode, 400);
+  t.same(modelReady.json(), { name: 'densenet121', ready: false });
   const early = await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } });
   t.equal(early.statusCode, 503);
   t.ok(early.headers['retry-after']);

@@ -13,10 +13,12 @@ import type { InferenceBackend } from './backend.js';
 import { sendError, toAppError } from './errors.js';
 import { InferenceService } from './inference.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { openapiRoutes, registerOpenApi } from './openapi.js';
 import { healthRoutes } from './routes/health.js';
 import { infoRoutes } from './routes/info.js';
 import { predictRoutes } from './routes/predict.js';
-import { v2Routes } from './routes/v2.js';
+import { v2Routes } from './routes/v2/index.js';
+import { schemaErrorFormatter, validatorCompiler } from './validation.js';
 
 export type LifecycleState = 'starting' | 'ready' | 'draining';
 
@@ -98,6 +100,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // Behind Knative's queue-proxy (same pod, loopback): logs show the client's address.
     trustProxy: ['127.0.0.1', '::1'],
     requestIdHeader: false, // handled in genReqId so a hostile id is replaced, not echoed
+    // Schema failures keep our error codes (./validation.ts).
+    schemaErrorFormatter,
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
@@ -106,6 +110,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (deps.logger) serverOptions.loggerInstance = deps.logger;
   else serverOptions.logger = config.logLevel === 'silent' ? false : { level: config.logLevel };
   const app = Fastify(serverOptions);
+  // Route schemas: TypeBox checks requests; responses are JSON.stringify'd (./validation.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   const metrics = createMetrics(config.maxBatch);
   const ctx: AppContext = {
@@ -200,6 +207,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   }
 
   const auth = makeAuthHook(config.apiToken);
+  await registerOpenApi(app, ctx.version, auth !== undefined);
+  await app.register(openapiRoutes);
   await app.register(healthRoutes);
   await app.register(infoRoutes);
   await app.register(predictRoutes, { auth });

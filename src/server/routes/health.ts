@@ -4,18 +4,21 @@
  * while draining, so no traffic is routed to a cold or leaving replica.
  */
 import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { liveSchema, metricsSchema, readySchema } from '../schemas/info.js';
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
   const { ctx } = app;
-  const live = async () => ({ status: 'ok', state: ctx.state });
-  app.get('/health', live);
-  app.get('/healthz', live);
-  app.get('/readyz', async (_req, reply) => {
-    if (ctx.state === 'ready') return { status: 'ready' };
+  const r = app.withTypeProvider<TypeBoxTypeProvider>();
+  const live = async () => ({ status: 'ok' as const, state: ctx.state });
+  r.get('/health', { schema: liveSchema }, live);
+  r.get('/healthz', { schema: liveSchema }, live);
+  r.get('/readyz', { schema: readySchema }, async (_req, reply) => {
+    if (ctx.state === 'ready') return reply.send({ status: 'ready' as const });
     const message = ctx.state === 'draining' ? 'server is shutting down' : 'model is loading or warming up';
     return reply.code(503).send({ error: 'Service Unavailable', code: 'NOT_READY', message, status: ctx.state });
   });
-  app.get('/metrics', async (_req, reply) => {
+  r.get('/metrics', { schema: metricsSchema }, async (_req, reply) => {
     const body = await ctx.metrics.registry.metrics();
     return reply.type(ctx.metrics.registry.contentType).send(body);
   });

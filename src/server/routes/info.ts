@@ -1,11 +1,19 @@
-/** GET / — what this server is: model, weights (random-init is stated), device, batching, endpoints. */
+/**
+ * GET / — what this server is: model, weights (random-init is stated), device, batching, endpoints.
+ * A browser (Accept: text/html first) gets the try-it page instead (./page.ts).
+ */
 import type { FastifyInstance } from 'fastify';
 import { isRandomInit } from '../../card.js';
+import { OPENAPI_PATH } from '../openapi.js';
+import { infoSchema } from '../schemas/info.js';
+import { sendPage, wantsHtml } from './page.js';
 
 export async function infoRoutes(app: FastifyInstance): Promise<void> {
   const { ctx } = app;
   const { config } = ctx;
-  app.get('/', async () => {
+  app.get('/', { schema: infoSchema }, async (request, reply) => {
+    void reply.header('vary', 'Accept');
+    if (wantsHtml(request.headers.accept)) return sendPage(reply);
     const backend = ctx.service?.backend;
     const name = backend?.card.name ?? 'densenet121';
     return {
@@ -51,11 +59,17 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
       auth: config.apiToken ? 'bearer token required on inference endpoints' : 'none',
       endpoints: {
         predict: 'POST /predict (multipart/form-data, application/json {"image"|"images"}, image/*)',
-        info: 'GET /',
+        info: 'GET / (JSON; a browser gets the try-it page)',
+        openapi: `GET ${OPENAPI_PATH}`,
         liveness: ['GET /health', 'GET /healthz'],
         readiness: 'GET /readyz',
         metrics: 'GET /metrics',
-        v2: ['GET /v2', 'GET /v2/health/live', 'GET /v2/health/ready', `GET /v2/models/${name}`, `GET /v2/models/${name}/ready`, `POST /v2/models/${name}/infer`],
+        v2: [
+          'GET /v2',
+          'GET /v2/health/live',
+          'GET /v2/health/ready',
+          ...[`/v2/models/${name}`, `/v2/models/${name}/versions/1`].flatMap((m) => [`GET ${m}`, `GET ${m}/ready`, `POST ${m}/infer`]),
+        ],
       },
     };
   });

@@ -8,6 +8,7 @@ import { AppError } from '../../errors.js';
 import { errorBody } from '../errors.js';
 import { parseJsonInput, parseMultipartInput, parseRawInput, type InputLimits, type PredictInput } from '../input.js';
 import { softmaxTopk } from '../inference.js';
+import { predictRoute } from '../schemas/predict.js';
 
 export interface RouteOptions {
   auth: onRequestHookHandler | undefined;
@@ -29,13 +30,14 @@ export async function predictRoutes(app: FastifyInstance, opts: RouteOptions): P
     return parseJsonInput(request.body, query, limits);
   }
 
-  app.post('/predict', { ...(opts.auth ? { onRequest: opts.auth } : {}) }, async (request: FastifyRequest, reply: FastifyReply) => {
+  app.post('/predict', { ...predictRoute(!!opts.auth), ...(opts.auth ? { onRequest: opts.auth } : {}) }, async (request: FastifyRequest, reply: FastifyReply) => {
     const started = performance.now();
     const endTimer = ctx.metrics.requestDuration.startTimer({ endpoint: 'predict' });
     let release: (() => void) | undefined;
     try {
       // Refuse before reading a large body when the model can't take work anyway.
       const service = ctx.requireService();
+      if (request.validationError) throw request.validationError;
       const limits: InputLimits = {
         maxBatch: config.maxBatch,
         maxFiles: config.maxFiles,
