@@ -44,9 +44,16 @@ function valueAt(data: unknown, instancePath: string): unknown {
   return v;
 }
 
-/** Among the errors at the first failing place, the outermost one (an anyOf, not its branches). */
-function pick(errors: readonly FastifySchemaValidationError[]): FastifySchemaValidationError {
+/**
+ * The error to report: an unknown key as such (not as "schema is false" at the key), else among
+ * the errors at the first failing place the outermost one (an anyOf, not each of its branches).
+ */
+export function primaryError<E extends Pick<FastifySchemaValidationError, 'keyword' | 'schemaPath' | 'instancePath'>>(errors: readonly E[]): E {
   const first = errors[0]!;
+  if (first.keyword === 'boolean' && first.schemaPath?.endsWith('/additionalProperties')) {
+    const extra = errors.find((e) => e.keyword === 'additionalProperties');
+    if (extra) return extra;
+  }
   const here = errors.filter((e) => e.instancePath === first.instancePath);
   return here.reduce((a, b) => ((b.schemaPath ?? '').length < (a.schemaPath ?? '').length ? b : a));
 }
@@ -55,7 +62,7 @@ export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema }) =>
   const check = Compile(schema);
   return (value: unknown) => {
     if (check.Check(value)) return true;
-    const e: MarkedError = { ...pick(check.Errors(value)) };
+    const e: MarkedError = { ...primaryError(check.Errors(value)) };
     const m = marks(schema, e.schemaPath ?? '');
     if (m.code) e.errorCode = m.code;
     if (m.expected) e.expected = m.expected;

@@ -1,35 +1,29 @@
 /**
- * The documented response schema of POST /predict, written once as validators (no JSON-schema
- * dependency). The README's response examples are checked against these same functions by
- * test/readme.test.ts, so the documentation and the client cannot disagree.
- *
- *   single image:   {"predictions":[{"class_id","class_name","confidence"}…],"latency_ms","model_variant","batch_size"}
- *   several images: {"results":[{"predictions"} | <error shape>, …],"latency_ms","model_variant","batch_size"}
- *   error:          {"error","code","message"}
+ * The client's checks of POST /predict answers, derived from the server's own response schemas
+ * (src/server/schemas/: the same TypeBox objects that the OpenAPI document publishes). Shapes and
+ * types come from those schemas; on top, what a schema cannot say: the top-k count asked for,
+ * sorted and distinct classes, probabilities that add up to at most 1, the batch size, and one
+ * result per image sent. The README's examples are checked with these same functions
+ * (test/readme.test.ts).
  */
+import type { TSchema } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { ErrorBody } from '../../../src/server/schemas/common.js';
+import { primaryError } from '../../../src/server/validation.js';
+import {
+  MultiPredictResponse as MultiSchema,
+  PredictResponse as SingleSchema,
+  Predictions as PredictionsSchema,
+  type ErrorBodyT,
+  type MultiPredictResponseT,
+  type PredictionT,
+  type PredictResponseT,
+} from '../../../src/server/schemas/predict.js';
 
-export interface Prediction {
-  class_id: number;
-  class_name: string;
-  confidence: number;
-}
-export interface PredictResponse {
-  predictions: Prediction[];
-  latency_ms: number;
-  model_variant: string;
-  batch_size: number;
-}
-export interface ErrorResponse {
-  error: string;
-  code: string;
-  message: string;
-}
-export interface MultiPredictResponse {
-  results: Array<{ predictions: Prediction[] } | ErrorResponse>;
-  latency_ms: number;
-  model_variant: string;
-  batch_size: number;
-}
+export type Prediction = PredictionT;
+export type PredictResponse = PredictResponseT;
+export type MultiPredictResponse = MultiPredictResponseT;
+export type ErrorResponse = ErrorBodyT;
 
 export class SchemaError extends Error {
   override name = 'SchemaError';
@@ -46,21 +40,27 @@ function show(v: unknown): string {
   return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 60)}…` : s;
 }
 
-function fail(path: string, expected: string, got: unknown): never {
-  throw new SchemaError(`${path}: expected ${expected}, got ${show(got)}`);
+/** A compiled schema check whose failure names the JSON path, what was expected and what came. */
+function checker<T>(schema: TSchema): (v: unknown, path: string) => T {
+  const c = Compile(schema);
+  return (v, path) => {
+    if (c.Check(v)) return v as T;
+    const e = primaryError(c.Errors(v));
+    const segs = e.instancePath.split('/').slice(1);
+    let at: unknown = v;
+    for (const s of segs) at = isObj(at) || Array.isArray(at) ? (at as Obj)[s] : undefined;
+    const where = path + segs.map((s) => (/^\d+$/.test(s) ? `[${s}]` : `.${s}`)).join('');
+    const params = e.params as { requiredProperties?: string[]; additionalProperties?: string[] };
+    if (e.keyword === 'required') throw new SchemaError(`${where}: missing ${params.requiredProperties?.map((k) => `"${k}"`).join(', ')}`);
+    if (e.keyword === 'additionalProperties') throw new SchemaError(`${where}: unexpected key(s) ${params.additionalProperties?.map((k) => `"${k}"`).join(', ')}`);
+    throw new SchemaError(`${where}: ${e.message}, got ${show(at)}`);
+  };
 }
 
-function exactKeys(o: Obj, path: string, required: readonly string[], optional: readonly string[] = []): void {
-  for (const k of required) if (!(k in o)) throw new SchemaError(`${path}: missing "${k}"`);
-  const known = new Set([...required, ...optional]);
-  const extra = Object.keys(o).filter((k) => !known.has(k));
-  if (extra.length) throw new SchemaError(`${path}: unexpected key(s) ${extra.map((k) => `"${k}"`).join(', ')}`);
-}
-
-function nonEmptyString(v: unknown, path: string): string {
-  if (typeof v !== 'string' || v.length === 0) fail(path, 'a non-empty string', v);
-  return v;
-}
+const checkSingle = checker<PredictResponse>(SingleSchema);
+const checkMulti = checker<MultiPredictResponse>(MultiSchema);
+const checkError = checker<ErrorResponse>(ErrorBody);
+const checkPredictionList = checker<Prediction[]>(PredictionsSchema);
 
 export interface ExpectOptions {
   /** Requested top-k: the response must hold exactly min(topk, classes) predictions. */
@@ -71,8 +71,8 @@ export interface ExpectOptions {
   numClasses?: number;
 }
 
-export function validatePredictions(v: unknown, path: string, opts: ExpectOptions = {}): Prediction[] {
-  if (!Array.isArray(v) || v.length === 0) fail(path, 'a non-empty array', v);
+/** What the schema cannot say about a prediction list. */
+function checkPredictions(v: readonly Prediction[], path: string, opts: ExpectOptions): void {
   const numClasses = opts.numClasses ?? 1000;
   if (opts.topk !== undefined && v.length !== Math.min(opts.topk, numClasses)) {
     throw new SchemaError(`${path}: expected ${Math.min(opts.topk, numClasses)} predictions (topk), got ${v.length}`);
@@ -82,42 +82,29 @@ export function validatePredictions(v: unknown, path: string, opts: ExpectOption
   let sum = 0;
   v.forEach((p, i) => {
     const pp = `${path}[${i}]`;
-    if (!isObj(p)) fail(pp, 'an object', p);
-    exactKeys(p, pp, ['class_id', 'class_name', 'confidence']);
-    if (!Number.isInteger(p.class_id) || (p.class_id as number) < 0 || (p.class_id as number) >= numClasses) {
-      fail(`${pp}.class_id`, `an integer in [0, ${numClasses - 1}]`, p.class_id);
-    }
-    if (seen.has(p.class_id as number)) throw new SchemaError(`${pp}.class_id: ${String(p.class_id)} appears twice`);
-    seen.add(p.class_id as number);
-    nonEmptyString(p.class_name, `${pp}.class_name`);
-    const c = p.confidence;
-    if (typeof c !== 'number' || !Number.isFinite(c) || c < 0 || c > 1) fail(`${pp}.confidence`, 'a probability in [0, 1]', c);
-    if (c > prev) throw new SchemaError(`${pp}.confidence: not sorted (${c} after ${prev})`);
-    prev = c;
-    sum += c;
+    if (p.class_id >= numClasses) throw new SchemaError(`${pp}.class_id: expected an integer in [0, ${numClasses - 1}], got ${p.class_id}`);
+    if (seen.has(p.class_id)) throw new SchemaError(`${pp}.class_id: ${p.class_id} appears twice`);
+    seen.add(p.class_id);
+    if (p.confidence > prev) throw new SchemaError(`${pp}.confidence: not sorted (${p.confidence} after ${prev})`);
+    prev = p.confidence;
+    sum += p.confidence;
   });
   // Softmax probabilities: the top-k can never add up to more than 1 (4-decimal rounding aside).
   if (sum > 1 + 1e-3 * v.length) throw new SchemaError(`${path}: confidences add up to ${sum.toFixed(4)} > 1 (not softmax probabilities)`);
-  return v as Prediction[];
 }
 
-function latency(v: unknown, path: string): void {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) fail(path, 'a non-negative number (ms)', v);
+function checkVariant(variant: string, path: string): void {
+  if (!variant.startsWith('densenet121')) throw new SchemaError(`${path}: expected a "densenet121…" variant, got ${show(variant)}`);
 }
 
-function batchSize(v: unknown, path: string, expected?: number): void {
-  if (!Number.isInteger(v) || (v as number) < 1) fail(path, 'a positive integer', v);
-  if (expected !== undefined && v !== expected) fail(path, String(expected), v);
+export function validatePredictions(v: unknown, path: string, opts: ExpectOptions = {}): Prediction[] {
+  const predictions = checkPredictionList(v, path);
+  checkPredictions(predictions, path, opts);
+  return predictions;
 }
 
 export function validateError(v: unknown, path = '$'): ErrorResponse {
-  if (!isObj(v)) fail(path, 'an object', v);
-  exactKeys(v, path, ['error', 'code', 'message']);
-  nonEmptyString(v.error, `${path}.error`);
-  const code = nonEmptyString(v.code, `${path}.code`);
-  if (!/^[A-Z][A-Z0-9_]*$/.test(code)) fail(`${path}.code`, 'an UPPER_SNAKE_CASE code', code);
-  nonEmptyString(v.message, `${path}.message`);
-  return v as unknown as ErrorResponse;
+  return checkError(v, path);
 }
 
 export function isErrorShape(v: unknown): boolean {
@@ -126,14 +113,11 @@ export function isErrorShape(v: unknown): boolean {
 
 /** One image's answer: `{"predictions", "latency_ms", "model_variant", "batch_size"}`, nothing else. */
 export function validatePredictResponse(v: unknown, opts: ExpectOptions = {}, path = '$'): PredictResponse {
-  if (!isObj(v)) fail(path, 'an object', v);
-  exactKeys(v, path, ['predictions', 'latency_ms', 'model_variant', 'batch_size']);
-  validatePredictions(v.predictions, `${path}.predictions`, opts);
-  latency(v.latency_ms, `${path}.latency_ms`);
-  const variant = nonEmptyString(v.model_variant, `${path}.model_variant`);
-  if (!variant.startsWith('densenet121')) fail(`${path}.model_variant`, 'a "densenet121…" variant', variant);
-  batchSize(v.batch_size, `${path}.batch_size`, opts.batchSize);
-  return v as unknown as PredictResponse;
+  const r = checkSingle(v, path);
+  checkPredictions(r.predictions, `${path}.predictions`, opts);
+  checkVariant(r.model_variant, `${path}.model_variant`);
+  if (opts.batchSize !== undefined && r.batch_size !== opts.batchSize) throw new SchemaError(`${path}.batch_size: expected ${opts.batchSize}, got ${r.batch_size}`);
+  return r;
 }
 
 /**
@@ -142,38 +126,28 @@ export function validatePredictResponse(v: unknown, opts: ExpectOptions = {}, pa
  * `batch_size` counts the images that reached the model.
  */
 export function validateMultiResponse(v: unknown, count: number, opts: ExpectOptions = {}, path = '$'): MultiPredictResponse {
-  if (!isObj(v)) fail(path, 'an object', v);
-  exactKeys(v, path, ['results', 'latency_ms', 'model_variant', 'batch_size']);
-  if (!Array.isArray(v.results)) fail(`${path}.results`, 'an array', v.results);
-  if (v.results.length !== count) throw new SchemaError(`${path}.results: expected ${count} entries (one per image), got ${v.results.length}`);
+  const r = checkMulti(v, path);
+  if (r.results.length !== count) throw new SchemaError(`${path}.results: expected ${count} entries (one per image), got ${r.results.length}`);
   let ok = 0;
-  v.results.forEach((r, i) => {
-    const rp = `${path}.results[${i}]`;
-    if (isErrorShape(r)) {
-      validateError(r, rp);
-      return;
+  r.results.forEach((res, i) => {
+    if ('predictions' in res) {
+      checkPredictions(res.predictions, `${path}.results[${i}].predictions`, opts);
+      ok++;
     }
-    if (!isObj(r)) fail(rp, 'an object', r);
-    exactKeys(r, rp, ['predictions']);
-    validatePredictions(r.predictions, `${rp}.predictions`, opts);
-    ok++;
   });
-  latency(v.latency_ms, `${path}.latency_ms`);
-  const variant = nonEmptyString(v.model_variant, `${path}.model_variant`);
-  if (!variant.startsWith('densenet121')) fail(`${path}.model_variant`, 'a "densenet121…" variant', variant);
-  if (ok > 0) batchSize(v.batch_size, `${path}.batch_size`, ok);
-  else if (v.batch_size !== 0) fail(`${path}.batch_size`, '0 (no image reached the model)', v.batch_size);
-  return v as unknown as MultiPredictResponse;
+  checkVariant(r.model_variant, `${path}.model_variant`);
+  if (r.batch_size !== ok) throw new SchemaError(`${path}.batch_size: expected ${ok} (images that reached the model), got ${r.batch_size}`);
+  return r;
 }
 
 /** GET /health, /healthz, /readyz: a JSON object (its fields are informational). */
 export function validateHealth(v: unknown, path: string): Obj {
-  if (!isObj(v)) fail(path, 'a JSON object', v);
+  if (!isObj(v)) throw new SchemaError(`${path}: expected a JSON object, got ${show(v)}`);
   return v;
 }
 
 /** GET /: service info. Only what the client relies on is checked; the rest is printed. */
 export function validateInfo(v: unknown, path = 'GET /'): Obj {
-  if (!isObj(v)) fail(path, 'a JSON object', v);
+  if (!isObj(v)) throw new SchemaError(`${path}: expected a JSON object, got ${show(v)}`);
   return v;
 }

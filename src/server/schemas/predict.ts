@@ -67,7 +67,7 @@ export const Prediction = Type.Object(
   },
   { additionalProperties: false },
 );
-const Predictions = Type.Array(Prediction, { minItems: 1, description: 'top-k, most likely first' });
+export const Predictions = Type.Array(Prediction, { minItems: 1, description: 'top-k, most likely first' });
 const Latency = Type.Number({ minimum: 0, description: 'server-side time for the request, ms' });
 const Variant = Type.String({ minLength: 1, description: 'which model answered, e.g. densenet121_imagenet1k_v1' });
 
