@@ -1,10 +1,12 @@
 /**
  * The real model over real HTTP: multipart uploads of real image files (made here), JSON base64,
- * raw bodies and v2 infer, each answer checked against a direct preprocess + single forward.
+ * raw bodies and v2 infer (JSON, binary tensor data sent byte for byte as tritonclient does, and
+ * encoded images), each answer checked against a direct preprocess + single forward or /predict.
  */
 import t, { type Test } from 'tap';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
+import { bytesTensor, fp32Bytes, parseTritonResponse, rawHttp, tritonHttpBytes, tritonRequest } from './helpers/triton.js';
 import { softmaxTopk } from '../src/server/inference.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -91,4 +93,52 @@ t.test('v2 infer: logits equal a direct forward', async (t) => {
   logits.forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - want.logits[i]!))));
   t.ok(maxDiff < 1e-4, `max logit diff ${maxDiff}`);
   t.equal(body.outputs[1].data[0], want.top[0]!.class_name);
+});
+
+t.test('v2 binary tensor data, byte for byte as tritonclient sends it: the same logits as the JSON path', async (t) => {
+  const img = await makeImage('jpeg', { seed: 9 });
+  const { tensor } = await expected(img);
+  const { host } = new URL(server.url);
+  const { body, jsonSize } = tritonRequest([{ name: 'input', shape: [1, 3, 224, 224], datatype: 'FP32', raw: fp32Bytes(tensor) }]);
+  t.equal(body.length - jsonSize, 602_112, 'one 3x224x224 FP32 tensor is 602,112 bytes in binary');
+  const res = await rawHttp(server.url, tritonHttpBytes(host, '/v2/models/densenet121/infer', body, jsonSize));
+  t.equal(res.status, 200, res.body.toString('utf8', 0, 300));
+  t.equal(res.headers['content-type'], 'application/octet-stream');
+  const binLogits = parseTritonResponse(res.headers['inference-header-content-length'], res.body).outputs.get('logits')!;
+  t.same(binLogits.shape, [1, 1000]);
+  const viaJson = await json(
+    fetch(`${server.url}/v2/models/densenet121/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, 224, 224], data: Array.from(tensor) }], outputs: [{ name: 'logits' }] }),
+    }),
+  );
+  const jsonLogits = viaJson.outputs[0].data as number[];
+  let maxDiff = 0;
+  (binLogits.values as number[]).forEach((v, i) => (maxDiff = Math.max(maxDiff, Math.abs(v - jsonLogits[i]!))));
+  t.equal(maxDiff, 0, 'binary and JSON logits are identical');
+});
+
+t.test('v2 BYTES input with a JPEG (binary, and base64 in JSON): the same top-5 as /predict', async (t) => {
+  const img = await makeImage('jpeg', { seed: 31 });
+  const fd = new FormData();
+  fd.append('file', new Blob([img], { type: 'image/jpeg' }), 'a.jpg');
+  const viaPredict = await json(fetch(`${server.url}/predict`, { method: 'POST', body: fd }));
+  const top5 = viaPredict.predictions.map((p: { class_id: number }) => p.class_id);
+  const { body, jsonSize } = tritonRequest([{ name: 'image', shape: [1], datatype: 'BYTES', raw: bytesTensor([img]) }], [{ name: 'probabilities', classCount: 5 }]);
+  const res = await rawHttp(server.url, tritonHttpBytes(new URL(server.url).host, '/v2/models/densenet121/versions/1/infer', body, jsonSize));
+  t.equal(res.status, 200, res.body.toString('utf8', 0, 300));
+  const cls = parseTritonResponse(res.headers['inference-header-content-length'], res.body).outputs.get('probabilities')!;
+  t.same(cls.shape, [1, 5]);
+  t.same((cls.values as string[]).map((s) => Number(s.split(':')[1])), top5, 'binary BYTES: same classes, same order');
+  (cls.values as string[]).forEach((s, i) => t.ok(Math.abs(Number(s.split(':')[0]) - viaPredict.predictions[i].confidence) < 1e-4, s));
+  const viaJson = await json(
+    fetch(`${server.url}/v2/models/densenet121/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [img.toString('base64')] }], outputs: [{ name: 'logits', parameters: { classification: 5 } }] }),
+    }),
+  );
+  t.same((viaJson.outputs[0].data as string[]).map((s) => Number(s.split(':')[1])), top5, 'base64 in JSON: same classes, same order');
+  t.equal((viaJson.outputs[0].data as string[])[0]!.split(':')[2], viaPredict.predictions[0].class_name, 'with the label');
 });

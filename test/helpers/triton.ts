@@ -95,12 +95,12 @@ export interface RawResponse {
   body: Buffer;
 }
 
-/** Sends exactly these bytes over a fresh socket (Connection: close) and reads the response. */
+/** Sends exactly these bytes over a fresh socket and reads the response (the request says Connection: close). */
 export function rawHttp(url: string, request: Buffer): Promise<RawResponse> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const sock = net.connect(Number(port), hostname, () => sock.end(request));
+    const sock = net.connect(Number(port), hostname, () => sock.write(request));
     sock.on('data', (c: Buffer) => chunks.push(c));
     sock.on('error', reject);
     sock.on('end', () => {
