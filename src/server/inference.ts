@@ -108,6 +108,7 @@ export class InferenceService {
     readonly backend: InferenceBackend,
     private readonly config: Config,
     private readonly metrics: Metrics,
+    /** Batch sizes that may run from the start (default: all up to MAX_BATCH, i.e. already warm). */
     batchSizes?: readonly number[],
   ) {
     const [c, h, w] = backend.info.inputShape;
@@ -151,6 +152,28 @@ export class InferenceService {
       incoming: () => slots.running + slots.waiting,
       windowAfterForward: this.decodeSlotsDuringForward < config.preprocessConcurrency,
     });
+  }
+
+  /**
+   * Warm-up: every instance runs a batch of 1 (and the preprocessing workers decode once); then
+   * this resolves and the server may report ready. The other batch sizes warm up in `background`,
+   * largest first, each one served from the moment every instance has run it, so no request ever
+   * pays for a cold batch size and readiness does not wait for all of them.
+   */
+  async warmup(): Promise<{ seconds: number; background: Promise<void> }> {
+    const t0 = performance.now();
+    await this.backend.warmup([1]);
+    this.batcher.serve(1);
+    const seconds = (performance.now() - t0) / 1000;
+    const max = this.config.maxBatch;
+    const rest = [max, ...Array.from({ length: max - 1 }, (_, i) => i + 1)].filter((s) => !this.batcher.batchSizes.includes(s));
+    const background = (async () => {
+      for (const size of rest) {
+        await this.backend.warmup([size]);
+        this.batcher.serve(size);
+      }
+    })();
+    return { seconds, background };
   }
 
   /**

@@ -81,14 +81,19 @@ async function main(): Promise<void> {
     backend.dispose();
     return;
   }
-  const service = ctx.attach(backend);
+  const service = ctx.attach(backend, { cold: true });
   log.info({ model: backend.card.name, variant: backend.card.variant, weights: backend.card.weights, ...backend.info }, 'model loaded');
-  const sizes = service.batcher.batchSizes;
-  const warm = await backend.warmup(sizes);
-  ctx.metrics.modelWarmup.set(warm);
+  const warm = await service.warmup();
+  ctx.metrics.modelWarmup.set(warm.seconds);
   if (stopping) return;
   ctx.markReady();
-  log.info({ warmupSeconds: warm, batchSizes: sizes, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs }, 'ready');
+  log.info({ warmupSeconds: warm.seconds, instances: backend.info.instances, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs }, 'ready');
+  warm.background.then(
+    () => log.info({ batchSizes: service.batcher.batchSizes }, 'every batch size warmed up'),
+    (err: unknown) => {
+      if (!stopping) log.error({ err, batchSizes: service.batcher.batchSizes }, 'background warm-up failed; serving the sizes already warm');
+    },
+  );
 }
 
 main().catch((err: unknown) => {
