@@ -196,7 +196,7 @@ export class Model {
       };
       return new Model(native, info);
     } catch (err) {
-      native.dispose();
+      void native.dispose();
       const e = err as NativeError;
       if (e.code === 'INVALID_MODEL_OPTION') throw new ModelOptionError(e.message);
       const msg = e.message.includes(abs) ? e.message : `Cannot load model ${abs}: ${e.message}`;
@@ -243,9 +243,21 @@ export class Model {
     return { data: r.data, shape: [r.shape[0] ?? 0, r.shape[1] ?? 0], instance: r.instance, seconds: r.seconds };
   }
 
-  /** Further calls fail with MODEL_DISPOSED; queued calls are rejected, a running one finishes. */
-  dispose(): void {
-    this.#native.dispose();
+  /**
+   * Gives the memory freed since the last forward back to the system. The allocator keeps it
+   * otherwise (fast reuse, stable timings); call it when the model goes idle.
+   */
+  async releaseMemory(): Promise<void> {
+    if (this.disposed) return;
+    await this.#call(() => this.#native.releaseMemory());
+  }
+
+  /**
+   * Further calls fail with MODEL_DISPOSED; queued calls are rejected, running ones finish.
+   * Resolves once no inference thread runs torch code any more (safe to process.exit()).
+   */
+  dispose(): Promise<void> {
+    return this.#native.dispose();
   }
 
   async #call<T>(fn: () => Promise<T>): Promise<T> {

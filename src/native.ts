@@ -57,7 +57,10 @@ export interface NativeModel {
   /** On the given instance, or on whichever is free. */
   warmup(batchSizes: number[], instance?: number): Promise<NativeWarmupResult>;
   forward(input: Float32Array, shape: number[]): Promise<NativeForwardResult>;
-  dispose(): void;
+  /** Returns the allocator's free pages to the system (malloc_trim), on an inference thread. */
+  releaseMemory(): Promise<void>;
+  /** Stops the threads; resolves once none of them runs torch code any more. */
+  dispose(): Promise<void>;
   readonly disposed: boolean;
   /** Calls not yet answered (queued or running). */
   readonly pending: number;

@@ -183,3 +183,18 @@ t.test('cold start: ready after b1 is warm; larger sizes are served only once wa
   await Promise.all([1, 2, 3, 4].map((d) => request(service, d)));
   t.same(b.batches, [4], 'batches once warm');
 });
+
+t.test('idle for IDLE_RELEASE_MS: the model returns its freed memory once; traffic in between postpones it', async (t) => {
+  const { IDLE_RELEASE_MS } = await import('../src/server/inference.js');
+  const b = fakeBackend(5, 1);
+  const service = new InferenceService(b, configFrom({ maxBatch: 2, batchWindowMs: 0, cpus: 2 }), createMetrics(2));
+  await request(service, 1);
+  await tick(IDLE_RELEASE_MS / 2);
+  await request(service, 2); // restarts the idle clock
+  await tick(IDLE_RELEASE_MS / 2 + 50);
+  t.equal(b.releases, 0, 'not while requests keep coming');
+  await tick(IDLE_RELEASE_MS / 2 + 100);
+  t.equal(b.releases, 1, 'released once idle');
+  await tick(IDLE_RELEASE_MS + 100);
+  t.equal(b.releases, 1, 'and only once');
+});

@@ -164,7 +164,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const service = ctx.service;
     if (!service) return;
     await service.batcher.close();
-    service.backend.dispose();
+    await service.backend.dispose();
   });
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);

@@ -87,6 +87,9 @@ export function decodeSlots(
   return Math.max(0, Math.min(config.preprocessConcurrency, cpus - forwards * model.threads));
 }
 
+/** How long the model must be idle before its freed memory is returned (see idleTimer). */
+export const IDLE_RELEASE_MS = 1000;
+
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
 
 /** What each instance has done (GET / and /metrics). */
@@ -103,6 +106,7 @@ export class InferenceService {
   readonly decodeSlotsDuringForward: number;
   readonly instances: InstanceStats[];
   private admitted = 0;
+  private trimTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly backend: InferenceBackend,
@@ -146,12 +150,29 @@ export class InferenceService {
         inFlight: (images, forwards) => {
           metrics.batchObserver.inFlight?.(images, forwards);
           slots.setLimit(decodeSlots(config, backend.info, cpus, forwards));
+          this.idleTimer(forwards === 0);
         },
       },
       // Images being decoded or waiting for a slot: the batcher's "more are on the way" signal.
       incoming: () => slots.running + slots.waiting,
       windowAfterForward: this.decodeSlotsDuringForward < config.preprocessConcurrency,
     });
+  }
+
+  /**
+   * Once no forward has run for IDLE_RELEASE_MS, the memory the forwards freed goes back to the
+   * system (the allocator keeps it for reuse otherwise: docs/design.md, "Memory"). A forward that
+   * starts in the meantime cancels it, so a busy server keeps its memory warm.
+   */
+  private idleTimer(idle: boolean): void {
+    clearTimeout(this.trimTimer);
+    this.trimTimer = undefined;
+    if (!idle) return;
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined;
+      this.backend.releaseMemory().catch(() => undefined); // only fails once the model is disposed
+    }, IDLE_RELEASE_MS);
+    this.trimTimer.unref();
   }
 
   /**
@@ -172,6 +193,7 @@ export class InferenceService {
         await this.backend.warmup([size]);
         this.batcher.serve(size);
       }
+      this.idleTimer(this.batcher.forwardsRunning === 0);
     })();
     return { seconds, background };
   }

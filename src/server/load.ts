@@ -64,9 +64,9 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       await Promise.all([preprocessWarm, model.warmup(sizes)]);
       return (performance.now() - t0) / 1000;
     },
-    dispose: () => {
-      void pool.close();
-      model.dispose();
+    releaseMemory: () => model.releaseMemory(),
+    dispose: async () => {
+      await Promise.all([pool.close(), model.dispose()]);
     },
   };
 }

@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   if (stopping) {
-    backend.dispose();
+    await backend.dispose();
     return;
   }
   const service = ctx.attach(backend, { cold: true });

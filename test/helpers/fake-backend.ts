@@ -29,6 +29,8 @@ export interface FakeBackend extends InferenceBackend {
   /** Batch sizes of each warmup() call, in order; each call takes warmupMs. */
   warmups: number[][];
   warmupMs: number;
+  /** releaseMemory() calls. */
+  releases: number;
 }
 
 export function fakeImage(d: number): Buffer {
@@ -76,6 +78,7 @@ export function fakeBackend(delayMs = 5, instances = 1): FakeBackend {
     batchInstances: [],
     warmups: [],
     warmupMs: 0,
+    releases: 0,
     async preprocess(image) {
       const s = Buffer.from(image).toString('latin1');
       if (s.length === 0) throw new AppError('EMPTY_IMAGE', 'the image is empty');
@@ -115,7 +118,10 @@ export function fakeBackend(delayMs = 5, instances = 1): FakeBackend {
       if (b.warmupMs > 0) await new Promise((r) => setTimeout(r, b.warmupMs));
       return b.warmupMs / 1000;
     },
-    dispose() {
+    async releaseMemory() {
+      b.releases++;
+    },
+    async dispose() {
       b.disposed = true;
     },
   };
