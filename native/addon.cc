@@ -1,6 +1,6 @@
 // N-API glue only: a Model ObjectWrap over one Worker (the model's inference thread) and one
 // ThreadSafeFunction that answers promises on the JS thread. No torch headers here: the JS
-// thread only copies typed arrays into plain buffers (shared/README.md, "libtorch inside Node").
+// thread only copies typed arrays into plain buffers (docs/design.md#one-inference-thread-per-model).
 //
 // Lifetimes:
 //  - Core (worker + TSFN) is shared by the Model and the TSFN; it dies when both let go.

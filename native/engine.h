@@ -3,7 +3,7 @@
 // Torch headers stay out of this header (pimpl), so addon.cc never sees libtorch at all.
 //
 // Threading: an Engine must be created, used and destroyed on ONE thread (the worker).
-// shared/README.md, "libtorch inside Node": every thread that runs torch ops gets its own
+// docs/design.md#one-inference-thread-per-model: every thread that runs torch ops gets its own
 // OpenMP team, and extra teams slow every forward down.
 #pragma once
 

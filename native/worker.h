@@ -1,8 +1,8 @@
 // The one inference thread of a model: owns the Engine, runs jobs from a FIFO queue.
-// Plain C++ (no N-API, no torch headers). Why one thread: shared/README.md, "libtorch inside
-// Node" — each thread that runs torch ops gets its own OpenMP team, and the extra teams made
-// every forward 36-56 % slower. So load, optimise, warm-up, forward and the Engine's
-// destruction (every tensor) all happen on this thread.
+// Plain C++ (no N-API, no torch headers). Why one thread (docs/design.md#one-inference-thread-per-model):
+// each thread that runs torch ops gets its own OpenMP team, and the extra teams made every
+// forward 36-56 % slower. So load, optimise, warm-up, forward and the Engine's destruction
+// (every tensor) all happen on this thread.
 #pragma once
 
 #include <condition_variable>

@@ -10,9 +10,9 @@
  * Pairing: every contender is one long-lived process (the addon is this process), loaded once;
  * rounds alternate between them in rotating order. Printed: medians, and ratios as the median of
  * per-round ratios (robust to load drifting during the run). Numbers from
- * different runs are not comparable on a noisy VM (shared/README.md).
+ * different runs are not comparable on a noisy VM (docs/design.md#measuring).
  *
- * Allocator: glibc malloc's page faults dominate timing noise (shared/README.md), so this
+ * Allocator: glibc malloc's page faults dominate timing noise (docs/design.md#allocator-settings), so this
  * script re-executes itself with GLIBC_TUNABLES (the value the server uses) unless it is already
  * set, and passes it to every child. --no-tunables keeps the environment as it is.
  */

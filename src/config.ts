@@ -1,6 +1,6 @@
 /**
  * Environment -> typed, validated configuration. The only place that reads process.env for the
- * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 1.
+ * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 2.
  */
 import os from 'node:os';
 import { AppError } from './errors.js';
@@ -11,7 +11,7 @@ export type PrecisionSetting = 'fp32' | 'bf16';
 
 /**
  * The malloc settings the server is meant to run with (stable forward timings, lower RSS:
- * shared/README.md). glibc reads them only at process start, so they cannot be set from here:
+ * docs/design.md#allocator-settings). glibc reads them only at process start, so not from here:
  * `npm start` and the Dockerfile put the same value in the environment; the benchmarks and
  * tests that start servers use this constant.
  */
@@ -116,24 +116,11 @@ function device(env: Env): DeviceSetting {
 }
 
 /**
- * Defaults, measured on the 2-vCPU dev VM (numbers in the HTTP report / README):
- * - MAX_BATCH 8: b8 costs ~0.7-0.8x per image of b1 on CPU, so batching buys ~25-30 % throughput
- *   under load; beyond 8 the per-image gain is flat while latency of a full batch keeps growing.
- * - BATCH_WINDOW_MS 50: the window only applies while the model is idle AND other images are
- *   still being decoded (Batcher `incoming`); a lone request runs at once (c=1 pays nothing) and a
- *   full batch runs at once. On CPU no decode starts during a forward (PREPROCESS_DURING_FORWARD
- *   auto), so after each forward the waiting images are decoded two at a time and the batch must
- *   wait for them: 8 photos take ~30-60 ms on 2 vCPUs. With 5 ms the batches at c=16 averaged
- *   2 images; with 40 ms 5.5-6.4; with 50-60 ms 7-7.9 (and the most req/s).
- * - THREADS = all CPUs. Measured on the quiet 2-vCPU VM (npm run bench, 6 s runs, one after the
- *   other): THREADS=2 -> c=1 p50 46-58 ms, c=16 25.7-27.7 req/s (batching on);
- *   THREADS=1 -> c=1 p50 67-73 ms, c=16 15.8-16.3 req/s. An earlier run that favoured 1 thread
- *   was taken while other heavy processes shared the cores: libtorch's OpenMP team waits for all
- *   its threads at every layer, so on a box shared with OTHER busy processes THREADS=1 degrades
- *   far less (the bench warns when the machine is busy). In Kubernetes the deploy script derives
- *   THREADS from the CPU limit.
- * - QUEUE_LIMIT 64 images: 8 full batches ≈ 2 s of work at b8 on this CPU; deeper queues only
- *   turn into timeouts.
+ * Defaults (measurements: docs/design.md#defaults):
+ * - MAX_BATCH 8: past 8 the per-image gain of batching is flat and a full batch's latency grows.
+ * - BATCH_WINDOW_MS 50: long enough for the images decoded after a forward to join the next batch.
+ * - THREADS = all CPUs: one OpenMP team over every core is fastest on a machine of its own.
+ * - QUEUE_LIMIT 64 (or 4 x MAX_BATCH): ~2 s of work at b8 on CPU; deeper queues only time out.
  */
 export function loadConfig(env: Env = process.env): Config {
   const cores = os.availableParallelism();
@@ -169,7 +156,37 @@ export function loadConfig(env: Env = process.env): Config {
   return cfg;
 }
 
-/** Config for tests and tools: defaults + overrides, validated the same way. */
+/** The environment variable behind each field (configFrom writes overrides back through it). */
+const ENV_NAMES: Record<keyof Config, string> = {
+  port: 'PORT',
+  host: 'HOST',
+  modelPath: 'MODEL_PATH',
+  device: 'DEVICE',
+  precision: 'PRECISION',
+  threads: 'THREADS',
+  maxBatch: 'MAX_BATCH',
+  batchWindowMs: 'BATCH_WINDOW_MS',
+  queueLimit: 'QUEUE_LIMIT',
+  bodyLimit: 'BODY_LIMIT',
+  maxPixels: 'MAX_PIXELS',
+  requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
+  apiToken: 'API_TOKEN',
+  logLevel: 'LOG_LEVEL',
+  drainTimeoutMs: 'DRAIN_TIMEOUT_MS',
+  preprocessConcurrency: 'PREPROCESS_CONCURRENCY',
+  preprocessDuringForward: 'PREPROCESS_DURING_FORWARD',
+  maxFiles: 'MAX_FILES',
+  httpRequestTimeoutMs: 'HTTP_REQUEST_TIMEOUT_MS',
+};
+
+/**
+ * Config for tests and tools: `env` plus `overrides`, validated the same way as the environment
+ * (each override goes through its variable's parser, so a bad one throws ConfigError naming it).
+ */
 export function configFrom(overrides: Partial<Config> = {}, env: Env = {}): Config {
-  return { ...loadConfig(env), ...overrides };
+  const merged: Env = { ...env };
+  for (const [key, value] of Object.entries(overrides) as [keyof Config, Config[keyof Config]][]) {
+    merged[ENV_NAMES[key]] = value === undefined ? undefined : String(value);
+  }
+  return loadConfig(merged);
 }
