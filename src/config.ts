@@ -3,11 +3,10 @@
  * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 2.
  */
 import os from 'node:os';
+import { DEVICE_SYNTAX, PRECISIONS, isDevice, type Device, type Precision } from './device.js';
 import { AppError } from './errors.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-export type DeviceSetting = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type PrecisionSetting = 'fp32' | 'bf16';
 
 /**
  * The malloc settings the server is meant to run with (stable forward timings, lower RSS:
@@ -21,8 +20,8 @@ export interface Config {
   port: number;
   host: string;
   modelPath: string;
-  device: DeviceSetting;
-  precision: PrecisionSetting;
+  device: Device;
+  precision: Precision;
   /** libtorch intra-op threads (the addon's own inference thread uses this many OpenMP workers). */
   threads: number;
   /** Most images coalesced into one forward. 1 turns batching off. */
@@ -107,12 +106,12 @@ function oneOf<T extends string>(env: Env, name: string, def: T, allowed: readon
   return lower;
 }
 
-function device(env: Env): DeviceSetting {
+function device(env: Env): Device {
   const v = raw(env, 'DEVICE');
   if (v === undefined) return 'auto';
   const lower = v.toLowerCase();
-  if (lower === 'auto' || lower === 'cpu' || lower === 'cuda' || /^cuda:\d{1,2}$/.test(lower)) return lower as DeviceSetting;
-  throw new ConfigError('DEVICE', `expected auto, cpu, cuda or cuda:<index>, got ${JSON.stringify(v)}`);
+  if (isDevice(lower)) return lower;
+  throw new ConfigError('DEVICE', `expected ${DEVICE_SYNTAX}, got ${JSON.stringify(v)}`);
 }
 
 /**
@@ -137,7 +136,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     modelPath: raw(env, 'MODEL_PATH') ?? 'models/densenet121.pt',
     device: device(env),
-    precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
+    precision: oneOf<Precision>(env, 'PRECISION', 'fp32', PRECISIONS),
     threads: int(env, 'THREADS', cores, 1, 1024),
     maxBatch,
     batchWindowMs: int(env, 'BATCH_WINDOW_MS', 50, 0, 10_000),

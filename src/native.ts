@@ -53,7 +53,6 @@ export interface NativeModel {
 
 export interface NativeAddon {
   Model: new () => NativeModel;
-  cpuHasAvx512Bf16(): boolean;
 }
 
 /** Repository root: src/native.ts and dist/src/native.js both sit two levels below it (or one). */

@@ -2,7 +2,8 @@
 // bound of fp32 and the top classes agree; elsewhere asking for it is a clear error. Either way
 // this file asserts something.
 import t from 'tap';
-import { Model, ModelOptionError, cpuHasAvx512Bf16 } from '../src/model.js';
+import { cpuHasAvx512Bf16 } from '../src/device.js';
+import { Model, ModelOptionError } from '../src/model.js';
 import { ensureDefaultModel } from './helpers/model.js';
 import { maxAbsDiff, seededInput, topk } from './helpers/native.js';
 

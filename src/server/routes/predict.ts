@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandle
 import { AppError } from '../../errors.js';
 import { errorBody } from '../errors.js';
 import { parseJsonInput, parseMultipartInput, parseRawInput, type InputLimits, type PredictInput } from '../input.js';
-import { softmaxTopk } from '../inference.js';
+import { softmaxTopk } from '../../predictions.js';
 
 export interface RouteOptions {
   auth: onRequestHookHandler | undefined;
