@@ -58,8 +58,8 @@ class Model;
 struct Core {
   Tsfn tsfn;
   std::unique_ptr<densenet::Worker> worker;
-  int pending = 0;            // JS thread only
-  Model* owner = nullptr;     // valid while pending > 0 (the Model is pinned then)
+  int pending = 0;             // JS thread only
+  Model* owner = nullptr;      // valid while pending > 0 (the Model is pinned then)
   bool loadRequested = false;  // JS thread only
   bool released = false;       // JS thread only
 
@@ -128,9 +128,7 @@ class PromiseJob : public densenet::Job {
     }
     core_->deliver(c);
   }
-  void drop() override {
-    core_->deliver(failure(deferred_, "MODEL_DISPOSED", "The model was disposed before this call ran"));
-  }
+  void drop() override { core_->deliver(failure(deferred_, "MODEL_DISPOSED", "The model was disposed before this call ran")); }
 
  protected:
   virtual Completion* compute(std::unique_ptr<Engine>& engine) = 0;
@@ -192,8 +190,7 @@ class ForwardJob : public PromiseJob {
 
 class WarmupJob : public PromiseJob {
  public:
-  WarmupJob(Core* core, Napi::Promise::Deferred d, std::vector<int64_t> sizes)
-      : PromiseJob(core, std::move(d)), sizes_(std::move(sizes)) {}
+  WarmupJob(Core* core, Napi::Promise::Deferred d, std::vector<int64_t> sizes) : PromiseJob(core, std::move(d)), sizes_(std::move(sizes)) {}
 
  protected:
   Completion* compute(std::unique_ptr<Engine>& engine) override {
@@ -241,14 +238,15 @@ class Model : public Napi::ObjectWrap<Model> {
     core_ = std::make_shared<Core>();
     // The TSFN's context keeps its own share of the Core until the TSFN is finalized.
     auto* holder = new std::shared_ptr<Core>(core_);
-    core_->tsfn = Tsfn::New(env, "densenet-model", 0, 1, core_.get(),
-                            [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
-                              // Normal release or env teardown: stop and join the worker, then let go.
-                              (*h)->worker->shutdown();
-                              (*h)->worker->join();
-                              delete h;
-                            },
-                            holder);
+    core_->tsfn = Tsfn::New(
+        env, "densenet-model", 0, 1, core_.get(),
+        [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
+          // Normal release or env teardown: stop and join the worker, then let go.
+          (*h)->worker->shutdown();
+          (*h)->worker->join();
+          delete h;
+        },
+        holder);
     core_->tsfn.Unref(env);
     Core* raw = core_.get();
     core_->worker = std::make_unique<densenet::Worker>([raw] {
@@ -421,12 +419,8 @@ void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
   Napi::HandleScope scope(env);
   Napi::Promise::Deferred& d = *c->deferred;
   switch (c->kind) {
-    case Completion::Kind::Loaded:
-      d.Resolve(infoToJs(env, c->info));
-      break;
-    case Completion::Kind::WarmedUp:
-      d.Resolve(Napi::Number::New(env, c->seconds));
-      break;
+    case Completion::Kind::Loaded: d.Resolve(infoToJs(env, c->info)); break;
+    case Completion::Kind::WarmedUp: d.Resolve(Napi::Number::New(env, c->seconds)); break;
     case Completion::Kind::Forwarded: {
       Napi::Float32Array data = Napi::Float32Array::New(env, c->data.size());
       if (!c->data.empty()) std::memcpy(data.Data(), c->data.data(), c->data.size() * sizeof(float));
