@@ -218,7 +218,7 @@ export class Model {
       const e = err as NativeError;
       if (e.code === 'MODEL_DISPOSED') throw new ModelDisposedError();
       if (e.code === 'FORWARD_FAILED') throw new ForwardError(`Forward failed: ${e.message}`, { cause: err });
-      if (e.code === 'INVALID_OPTION') throw new RangeError(e.message);
+      if (e.code === 'INVALID_OPTION') throw new RangeError(e.message, { cause: err });
       throw err;
     }
   }

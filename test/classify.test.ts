@@ -37,7 +37,7 @@ const argmax = (row: Float32Array): number => row.reduce((best, v, i) => (v > ro
 const top5 = (row: Float32Array): number[] => Array.from(row.keys()).sort((a, b) => row[b]! - row[a]! || a - b).slice(0, 5);
 
 const dir = t.testdir({});
-let paths: Record<string, string> = {};
+const paths: Record<string, string> = {};
 let modelPath = '';
 let cardPath = '';
 

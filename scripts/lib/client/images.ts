@@ -47,7 +47,7 @@ export async function loadImages(paths: readonly string[]): Promise<ClientImage[
       try {
         data = await readFile(full);
       } catch (err) {
-        throw new Error(`cannot read image '${p}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        throw new Error(`cannot read image '${p}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
       }
       return { name: path.basename(p), data, mime: mimeOf(data, p) };
     }),
