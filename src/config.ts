@@ -2,6 +2,7 @@
  * Environment -> typed, validated configuration. The only place that reads process.env for the
  * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 2.
  */
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { DEVICE_SYNTAX, PRECISIONS, isDevice, type Device, type Precision } from './device.js';
 import { AppError } from './errors.js';
@@ -22,7 +23,11 @@ export interface Config {
   modelPath: string;
   device: Device;
   precision: Precision;
-  /** libtorch intra-op threads (the addon's own inference thread uses this many OpenMP workers). */
+  /** CPUs this process may use: the machine's, capped by a cgroup CPU quota (containers). */
+  cpus: number;
+  /** Model instances: inference threads sharing the loaded model, each running whole forwards. */
+  instances: number;
+  /** libtorch intra-op threads of each instance (its OpenMP team). instances x threads <= cpus. */
   threads: number;
   /** Most images coalesced into one forward. 1 turns batching off. */
   maxBatch: number;
@@ -53,11 +58,70 @@ export interface Config {
 
 export class ConfigError extends AppError {
   constructor(readonly variable: string, message: string) {
-    super('CONFIG_INVALID', 500, `${variable}: ${message}`);
+    super('CONFIG_INVALID', `${variable}: ${message}`);
   }
 }
 
 type Env = Record<string, string | undefined>;
+
+/** What the host offers; detected by default, given by tests. */
+export interface Host {
+  cpus: number;
+}
+
+/** CPUs of the machine, capped by the cgroup (v2 or v1) CPU quota when one is set. */
+export function detectHost(): Host {
+  const machine = os.availableParallelism();
+  let quota = Infinity;
+  try {
+    const [max, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (max !== 'max' && Number(period) > 0) quota = Number(max) / Number(period);
+  } catch {
+    try {
+      const q = Number(readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_quota_us', 'utf8'));
+      const p = Number(readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_period_us', 'utf8'));
+      if (q > 0 && p > 0) quota = q / p;
+    } catch {
+      // No cgroup CPU controller visible: the machine's CPUs.
+    }
+  }
+  return { cpus: Math.max(1, Math.min(machine, Math.ceil(quota))) };
+}
+
+/**
+ * INSTANCES and THREADS ('auto' or numbers) -> numbers with instances x threads <= cpus.
+ * auto on CPU: one single-threaded instance per CPU (docs/design.md, "Model instances");
+ * on CUDA: one instance (the GPU runs one forward at a time) whose CPU side may use every CPU.
+ */
+function parallelism(env: Env, cpus: number, dev: Device): { instances: number; threads: number } {
+  const inst = intOrAuto(env, 'INSTANCES', 1, 256);
+  const thr = intOrAuto(env, 'THREADS', 1, 1024);
+  const cuda = dev.startsWith('cuda');
+  let instances: number;
+  let threads: number;
+  if (inst === 'auto' && thr === 'auto') {
+    instances = cuda ? 1 : cpus;
+    threads = cuda ? cpus : 1;
+  } else if (inst === 'auto') {
+    threads = thr as number;
+    instances = cuda ? 1 : Math.max(1, Math.floor(cpus / threads));
+  } else if (thr === 'auto') {
+    instances = inst;
+    threads = Math.max(1, Math.floor(cpus / instances));
+  } else {
+    instances = inst;
+    threads = thr;
+  }
+  if (instances * threads > cpus) {
+    const name = inst === 'auto' ? 'THREADS' : 'INSTANCES';
+    throw new ConfigError(
+      name,
+      `INSTANCES x THREADS must not exceed the ${cpus} CPU(s) available (cgroup quota included), got ${instances} x ${threads}: ` +
+        'more OpenMP threads than cores make every forward slower',
+    );
+  }
+  return { instances, threads };
+}
 
 function raw(env: Env, name: string): string | undefined {
   const v = env[name];
@@ -118,26 +182,28 @@ function device(env: Env): Device {
  * Defaults (measurements: docs/design.md#defaults):
  * - MAX_BATCH 8: past 8 the per-image gain of batching is flat and a full batch's latency grows.
  * - BATCH_WINDOW_MS 50: long enough for the images decoded after a forward to join the next batch.
- * - THREADS = all CPUs: one OpenMP team over every core is fastest on a machine of its own.
+ * - INSTANCES, THREADS auto: one single-threaded instance per CPU (parallelism() above).
  * - QUEUE_LIMIT 64 (or 4 x MAX_BATCH): ~2 s of work at b8 on CPU; deeper queues only time out.
  */
-export function loadConfig(env: Env = process.env): Config {
-  const cores = os.availableParallelism();
+export function loadConfig(env: Env = process.env, machine: Host = detectHost()): Config {
+  const cores = machine.cpus;
   const maxBatch = int(env, 'MAX_BATCH', 8, 1, 256);
   const logLevel = oneOf<LogLevel>(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
   const apiToken = raw(env, 'API_TOKEN');
   if (apiToken !== undefined && apiToken.length < 8) {
     throw new ConfigError('API_TOKEN', 'must be at least 8 characters when set');
   }
+  const dev = device(env);
   const host = raw(env, 'HOST') ?? '0.0.0.0';
   if (/\s/.test(host)) throw new ConfigError('HOST', `invalid host ${JSON.stringify(host)}`);
   const cfg: Config = {
     port: int(env, 'PORT', 8080, 0, 65535),
     host,
     modelPath: raw(env, 'MODEL_PATH') ?? 'models/densenet121.pt',
-    device: device(env),
+    device: dev,
     precision: oneOf<Precision>(env, 'PRECISION', 'fp32', PRECISIONS),
-    threads: int(env, 'THREADS', cores, 1, 1024),
+    cpus: cores,
+    ...parallelism(env, cores, dev),
     maxBatch,
     batchWindowMs: int(env, 'BATCH_WINDOW_MS', 50, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),
@@ -156,12 +222,13 @@ export function loadConfig(env: Env = process.env): Config {
 }
 
 /** The environment variable behind each field (configFrom writes overrides back through it). */
-const ENV_NAMES: Record<keyof Config, string> = {
+const ENV_NAMES: Record<Exclude<keyof Config, 'cpus'>, string> = {
   port: 'PORT',
   host: 'HOST',
   modelPath: 'MODEL_PATH',
   device: 'DEVICE',
   precision: 'PRECISION',
+  instances: 'INSTANCES',
   threads: 'THREADS',
   maxBatch: 'MAX_BATCH',
   batchWindowMs: 'BATCH_WINDOW_MS',
@@ -181,11 +248,13 @@ const ENV_NAMES: Record<keyof Config, string> = {
 /**
  * Config for tests and tools: `env` plus `overrides`, validated the same way as the environment
  * (each override goes through its variable's parser, so a bad one throws ConfigError naming it).
+ * `cpus` stands in for the host's CPU count.
  */
 export function configFrom(overrides: Partial<Config> = {}, env: Env = {}): Config {
+  const { cpus, ...rest } = overrides;
   const merged: Env = { ...env };
-  for (const [key, value] of Object.entries(overrides) as [keyof Config, Config[keyof Config]][]) {
+  for (const [key, value] of Object.entries(rest) as [keyof typeof ENV_NAMES, unknown][]) {
     merged[ENV_NAMES[key]] = value === undefined ? undefined : String(value);
   }
-  return loadConfig(merged);
+  return loadConfig(merged, { cpus: cpus ?? detectHost().cpus });
 }

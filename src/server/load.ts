@@ -28,17 +28,24 @@ async function warmupImage(): Promise<Buffer> {
 
 export async function loadBackend(config: Config): Promise<InferenceBackend> {
   const card = await loadCard(cardPathFor(config.modelPath));
-  const model = await Model.load(config.modelPath, { device: config.device, threads: config.threads, precision: config.precision });
+  const model = await Model.load(config.modelPath, {
+    device: config.device,
+    threads: config.threads,
+    instances: config.instances,
+    precision: config.precision,
+  });
   const spec = specFromCard(card);
   const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
   const info = model.info;
   const [c, h, w] = info.inputShape;
+  let preprocessWarm: Promise<unknown> | undefined;
   return {
     card,
     info: {
       device: info.device,
       torchVersion: info.torchVersion,
       threads: info.threads,
+      instances: info.instances,
       precision: info.precision,
       optimizations: info.optimizations,
       loadSeconds: info.loadSeconds,
@@ -46,13 +53,15 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       numClasses: info.numClasses,
     },
     preprocess: (image) => pool.run(image),
-    forward: async (input, batch) => (await model.forward(input, [batch, c, h, w])).data,
+    forward: async (input, batch) => {
+      const r = await model.forward(input, [batch, c, h, w]);
+      return { logits: r.data, instance: r.instance, seconds: r.seconds };
+    },
     warmup: async (sizes) => {
       const t0 = performance.now();
-      // Every preprocessing worker decodes a photo-sized JPEG once (module load, JIT), then the model.
-      const photo = await warmupImage();
-      await Promise.all(Array.from({ length: pool.size }, () => pool.run(photo)));
-      await model.warmup(sizes);
+      // The first call also has every preprocessing worker decode a photo once (module load, JIT).
+      preprocessWarm ??= warmupImage().then((photo) => Promise.all(Array.from({ length: pool.size }, () => pool.run(photo))));
+      await Promise.all([preprocessWarm, model.warmup(sizes)]);
       return (performance.now() - t0) / 1000;
     },
     dispose: () => {
