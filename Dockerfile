@@ -37,7 +37,7 @@ ARG TORCH_SOURCE=apt
 ARG MODEL_SOURCE=export
 ENV DEBIAN_FRONTEND=noninteractive
 # Toolchain, libtorch headers (apt mode) and Python torch for the exporter (export mode).
-# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; shared/README.md).
+# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; docs/design.md#machine-and-environment).
 RUN set -eu; \
     pkgs="ca-certificates cmake g++ make"; \
     if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libopenblas0-openmp"; fi; \
@@ -112,7 +112,7 @@ COPY --from=build /app/third_party/ third_party/
 # libcuda.so.1 only appears at run time with the NVIDIA runtime).
 RUN if [ "$TORCH_SOURCE" = apt ] && ldd build/Release/densenet.node | grep 'not found'; then exit 1; fi
 
-# Stable timings and ~40 % less RSS with glibc malloc (shared/README.md, "libtorch and the model").
+# Stable timings and ~40 % less RSS with glibc malloc (docs/design.md#allocator-settings).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \

@@ -191,22 +191,3 @@ t.test('the resize of a large image lets the event loop run', async (t) => {
   t.same(asyncOut, resampleCrop(src, 4000, 3000, 341, 256, 58, 16, 224, 224), 'same pixels as the synchronous form');
   t.throws(() => resampleCrop(src, 4000, 3000, 341, 256, 200, 16, 224, 224), RangeError, 'crop outside the image');
 });
-
-t.test('time per image (printed, not asserted)', async (t) => {
-  const images: Array<[string, Buffer]> = [
-    ['224x224 JPEG', await makeImage('jpeg', { width: 224, height: 224 })],
-    ['640x480 JPEG', await makeImage('jpeg')],
-    ['4000x3000 JPEG', await makeImage('large-jpeg')],
-  ];
-  for (const [name, bytes] of images) {
-    const ms: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      await preprocess(bytes, IMAGENET, OPTS);
-      ms.push(performance.now() - t0);
-    }
-    ms.sort((a, b) => a - b);
-    t.comment(`preprocess ${name}: median ${ms[2]!.toFixed(1)} ms (min ${ms[0]!.toFixed(1)})`);
-  }
-  t.pass('timed');
-});

@@ -2,19 +2,13 @@
  * The request-level inference path shared by /predict and /v2: admission (bounded work),
  * preprocessing under a semaphore whose size follows the model (PREPROCESS_CONCURRENCY while it
  * is idle, decodeSlotsDuringForward() while a forward runs, so decoding never stalls a CPU
- * forward), the batcher, and softmax/top-k.
+ * forward) and the batcher.
  */
 import { AppError } from '../errors.js';
 import { Batcher } from '../batcher.js';
 import type { Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import type { Metrics } from './metrics.js';
-
-export interface Prediction {
-  class_id: number;
-  class_name: string;
-  confidence: number;
-}
 
 /**
  * Counting semaphore with a limit that can change (work already running is never interrupted;
@@ -50,22 +44,6 @@ export class Semaphore {
       this.pump();
     }
   }
-}
-
-export function softmaxTopk(logits: Float32Array, k: number, labels: readonly string[]): Prediction[] {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  const probs = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += probs[i] = Math.exp(logits[i]! - max);
-  const idx = Array.from({ length: logits.length }, (_, i) => i);
-  // Ties keep the lower class id first (stable, like torch.topk on CPU in practice).
-  idx.sort((a, b) => probs[b]! - probs[a]! || a - b);
-  return idx.slice(0, k).map((i) => ({
-    class_id: i,
-    class_name: labels[i] ?? `class_${i}`,
-    confidence: Math.round((probs[i]! / sum) * 1e4) / 1e4,
-  }));
 }
 
 /**

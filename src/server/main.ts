@@ -7,9 +7,9 @@
  * Process-level settings this file cannot make for itself (they must be in the environment
  * before Node starts; the Dockerfile and `npm run bench` set them):
  * - GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
- *   (stable forward timings, lower RSS: shared/README.md).
+ *   (stable forward timings, lower RSS: docs/design.md#allocator-settings).
  * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
- *   late; the default 4 is what the preprocessing budget in load.ts assumes.
+ *   late; the default 4 is what the thread budget in preprocess-pool.ts (configureImageThreads) assumes.
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config.js';
