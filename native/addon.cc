@@ -72,11 +72,11 @@ struct Core {
   Tsfn tsfn;
   std::unique_ptr<InstancePool> pool;
   std::unordered_map<uint64_t, Napi::Promise::Deferred> deferreds;  // JS thread only
-  uint64_t nextId = 1;                                               // JS thread only
-  Model* owner = nullptr;     // valid while deferreds is not empty (the Model is pinned then)
-  bool loadRequested = false;  // JS thread only
-  bool released = false;       // JS thread only: the pool has exited and the TSFN is released
-  std::vector<Napi::Promise::Deferred> exitWaiters;  // JS thread only: dispose() promises
+  uint64_t nextId = 1;                                              // JS thread only
+  Model* owner = nullptr;                                           // valid while deferreds is not empty (the Model is pinned then)
+  bool loadRequested = false;                                       // JS thread only
+  bool released = false;                                            // JS thread only: the pool has exited and the TSFN is released
+  std::vector<Napi::Promise::Deferred> exitWaiters;                 // JS thread only: dispose() promises
 
   Core() {
     std::lock_guard<std::mutex> lock(gCoresMutex);
@@ -268,11 +268,11 @@ Napi::Error makeError(Napi::Env env, const std::string& code, const std::string&
 class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "Model",
-                       {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"),
-                        InstanceMethod<&Model::Forward>("forward"), InstanceMethod<&Model::Dispose>("dispose"),
-                        InstanceMethod<&Model::ReleaseMemory>("releaseMemory"),
-                        InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
+    return DefineClass(
+        env, "Model",
+        {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"), InstanceMethod<&Model::Forward>("forward"),
+         InstanceMethod<&Model::Dispose>("dispose"), InstanceMethod<&Model::ReleaseMemory>("releaseMemory"),
+         InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
   }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -280,14 +280,15 @@ class Model : public Napi::ObjectWrap<Model> {
     core_ = std::make_shared<Core>();
     // The TSFN's context keeps its own share of the Core until the TSFN is finalized.
     auto* holder = new std::shared_ptr<Core>(core_);
-    core_->tsfn = Tsfn::New(env, "densenet-model", 0, 1, core_.get(),
-                            [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
-                              // Normal release or env teardown: stop and join the pool, then let go.
-                              (*h)->pool->shutdown();
-                              (*h)->pool->join();
-                              delete h;
-                            },
-                            holder);
+    core_->tsfn = Tsfn::New(
+        env, "densenet-model", 0, 1, core_.get(),
+        [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
+          // Normal release or env teardown: stop and join the pool, then let go.
+          (*h)->pool->shutdown();
+          (*h)->pool->join();
+          delete h;
+        },
+        holder);
     core_->tsfn.Unref(env);
     Core* raw = core_.get();
     core_->pool = std::make_unique<InstancePool>([raw] {
@@ -476,12 +477,8 @@ void settle(Napi::Env env, Core* core, const Completion& completion) {
   Napi::HandleScope scope(env);
   Napi::Promise::Deferred d = core->owner->take(env, c->id);
   switch (c->kind) {
-    case Completion::Kind::Loaded:
-      d.Resolve(infoToJs(env, c->info, c->instances));
-      break;
-    case Completion::Kind::Trimmed:
-      d.Resolve(env.Undefined());
-      break;
+    case Completion::Kind::Loaded: d.Resolve(infoToJs(env, c->info, c->instances)); break;
+    case Completion::Kind::Trimmed: d.Resolve(env.Undefined()); break;
     case Completion::Kind::WarmedUp: {
       Napi::Object r = Napi::Object::New(env);
       r.Set("seconds", c->seconds);
@@ -502,9 +499,7 @@ void settle(Napi::Env env, Core* core, const Completion& completion) {
       d.Resolve(r);
       break;
     }
-    default:
-      d.Reject(makeError(env, c->code, c->message).Value());
-      break;
+    default: d.Reject(makeError(env, c->code, c->message).Value()); break;
   }
 }
 

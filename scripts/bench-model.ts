@@ -161,7 +161,7 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner> 
       return times;
     },
     async close() {
-      m.dispose();
+      void m.dispose();
     },
   };
 }

@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     }
     console.log(`\n${card.variant} on ${model.info.device}, ${model.info.threads} threads, batch ${inputs.length}: forward ${ms.toFixed(1)} ms`);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 

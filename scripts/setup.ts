@@ -129,7 +129,7 @@ async function smokeCheck(modelPath: string, crop: number): Promise<void> {
     log(`  ${model.info.device}, libtorch ${model.info.torchVersion}, ${model.info.threads} threads, ` +
       `optimisations [${model.info.optimizations.join(', ')}]: forward -> [${shape.join(', ')}] in ${(performance.now() - t0).toFixed(0)} ms`);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 
