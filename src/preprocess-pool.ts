@@ -12,7 +12,7 @@
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { AppError } from './errors.js';
-import { ImageError, type ImageErrorCode, type PreprocessSpec } from './preprocess.js';
+import { ImageError, type ImageErrorCode, type ImageFormat, type PreprocessSpec } from './preprocess.js';
 
 /** Main -> worker. `image` is a copy the worker owns (transferred). */
 export interface PreprocessTask {
@@ -28,11 +28,14 @@ export type PreprocessReply =
 export interface PreprocessWorkerData {
   spec: PreprocessSpec;
   maxPixels: number;
+  formats: readonly ImageFormat[];
 }
 
 export interface PreprocessPoolOptions {
   spec: PreprocessSpec;
   maxPixels: number;
+  /** Formats accepted (IMAGE_FORMATS); others fail with 415 UNSUPPORTED_IMAGE. */
+  formats: readonly ImageFormat[];
   /** Worker threads (>= 1). */
   size: number;
 }
@@ -117,7 +120,7 @@ export class PreprocessPool {
   }
 
   private spawn(): Slot {
-    const data: PreprocessWorkerData = { spec: this.opts.spec, maxPixels: this.opts.maxPixels };
+    const data: PreprocessWorkerData = { spec: this.opts.spec, maxPixels: this.opts.maxPixels, formats: this.opts.formats };
     const worker = new Worker(WORKER_ENTRY.entry, { workerData: data, name: 'preprocess', eval: WORKER_ENTRY.eval });
     worker.unref(); // an idle pool never keeps the process alive
     const slot: Slot = { worker, job: undefined };

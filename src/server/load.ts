@@ -30,7 +30,7 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
   const card = await loadCard(cardPathFor(config.modelPath));
   const model = await Model.load(config.modelPath, { device: config.device, threads: config.threads, precision: config.precision });
   const spec = specFromCard(card);
-  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
+  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, formats: config.imageFormats, size: config.preprocessConcurrency });
   const info = model.info;
   const [c, h, w] = info.inputShape;
   return {
