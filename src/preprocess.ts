@@ -110,6 +110,30 @@ function checkFormat(format: ImageFormat | undefined, enabled: readonly ImageFor
   return format;
 }
 
+/**
+ * Components in the JPEG's frame header (4: CMYK or YCCK), or undefined when there is none
+ * before the scan. Read from the bytes: cheaper than a libvips header parse for every photo.
+ */
+export function jpegComponents(b: Uint8Array): number | undefined {
+  let i = 2;
+  while (i + 4 <= b.length) {
+    if (b[i] !== 0xff) return undefined;
+    const marker = b[i + 1]!;
+    if (marker === 0xff) {
+      i++; // fill byte
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) return undefined; // start of scan, end of image
+    const length = (b[i + 2]! << 8) | b[i + 3]!;
+    // SOF0..SOF15 except DHT (c4), JPG (c8) and DAC (cc): precision, height, width, components.
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      return i + 9 < b.length ? b[i + 9] : undefined;
+    }
+    i += 2 + length;
+  }
+  return undefined;
+}
+
 interface Decoded {
   pixels: Buffer;
   layout: PixelLayout;
@@ -130,7 +154,8 @@ async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number)
   let out: { data: Buffer; info: OutputInfo };
   let layout: PixelLayout = 'rgb';
   try {
-    if ((format === 'jpeg' || format === 'tiff') && (await sharp(input, options).metadata()).space === 'cmyk') layout = 'cmyk';
+    const cmyk = format === 'jpeg' ? jpegComponents(input) === 4 : format === 'tiff' && (await sharp(input, options).metadata()).space === 'cmyk';
+    if (cmyk) layout = 'cmyk';
     // Without a resize in libvips, removeAlpha really drops alpha (libvips premultiplies only around a resize).
     const image = sharp(input, options).removeAlpha();
     const converted = layout === 'cmyk' ? image.pipelineColourspace('cmyk').toColourspace('cmyk') : image.toColourspace('srgb');

@@ -9,7 +9,7 @@ import t from 'tap';
 import { loadCard } from '../src/card.js';
 import { AppError } from '../src/errors.js';
 import {
-  ImageError, centerCropOffsets, preprocess, resizedSize, roundHalfEven, sniffFormat, specFromCard, type PreprocessSpec,
+  ImageError, centerCropOffsets, jpegComponents, preprocess, resizedSize, roundHalfEven, sniffFormat, specFromCard, type PreprocessSpec,
 } from '../src/preprocess.js';
 import { run } from '../scripts/lib/exec.js';
 import { findTorchPython } from '../scripts/lib/python.js';
@@ -171,6 +171,12 @@ t.test('helpers follow torchvision arithmetic', async (t) => {
   t.equal(sniffFormat(await makeImage('tiff')), 'tiff');
   t.equal(sniffFormat(await makeImage('gif')), 'gif');
   t.equal(sniffFormat(Buffer.from('GIF8')), undefined, 'too short');
+  t.equal(jpegComponents(await makeImage('jpeg')), 3, 'JPEG frame header: 3 components');
+  t.equal(jpegComponents(await makeImage('gray-jpeg')), 1, 'grey: 1');
+  t.equal(jpegComponents(await makeImage('cmyk-jpeg')), 4, 'CMYK: 4');
+  t.equal(jpegComponents(await makeImage('jpeg-exif6')), 3, 'after an EXIF segment');
+  t.equal(jpegComponents(Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00])), undefined, 'truncated header');
+  t.equal(jpegComponents(Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(500, 7)])), undefined, 'garbage');
 });
 
 t.test('time per image (printed, not asserted)', async (t) => {
