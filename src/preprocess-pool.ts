@@ -1,6 +1,6 @@
 /**
  * Image preprocessing on a pool of worker threads, so decoding and the Pillow-exact resample
- * (~3 ms of JavaScript per photo, ~80 ms for 12 MP) never run on the event loop: the main thread
+ * (native/image, ~1 ms of CPU per photo, ~20 ms for 12 MP) never run on the event loop: the main thread
  * only parses HTTP and batches. Same contract as preprocess(): bytes in, normalised CHW floats
  * out, ImageError for bad images.
  *
@@ -43,7 +43,7 @@ export interface PreprocessPoolOptions {
 /**
  * Thread budget on an N-core box: inference owns THREADS OpenMP workers on the addon's thread.
  * PREPROCESS_CONCURRENCY (default = cores) images are preprocessed at once, each on one of as
- * many worker threads (the resample and normalisation, ~3 ms of JS for a photo) whose sharp
+ * many worker threads (the native resample and normalisation, ~1 ms for a photo) whose sharp
  * decode runs on one libuv pool thread and, with concurrency(1), one libvips thread; the other
  * UV_THREADPOOL_SIZE - PREPROCESS_CONCURRENCY pool threads stay free for fs/dns/zlib. While a
  * CPU forward runs, only CPUs - THREADS decodes may start (InferenceService): with every core
