@@ -1,7 +1,7 @@
 /**
  * Image preprocessing on a pool of worker threads, so decoding and the Pillow-exact resample
- * (native/image, ~1 ms of CPU per photo, ~20 ms for 12 MP) never run on the event loop: the main thread
- * only parses HTTP and batches. Same contract as preprocess(): bytes in, normalised CHW floats
+ * (native/image, ~1 ms of CPU per photo, ~20 ms for 12 MP) never run on the event loop: the
+ * main thread only parses HTTP and batches. Same contract as preprocess(): bytes in, normalised CHW floats
  * out, ImageError for bad images.
  *
  * [async] run() resolves on the main thread; each worker handles one image at a time and tasks
