@@ -2,7 +2,7 @@
  * Parity with PIL + torchvision on the inputs that real photos and real files bring, all made
  * here by Python PIL from one scene: embedded ICC profiles (JPEG, PNG iCCP, WebP), CMYK and YCCK
  * JPEGs (with and without the Adobe marker), a palette PNG with tRNS, LA, 16-bit RGB, animated
- * GIF and WebP, and all eight EXIF orientations. The reference is
+ * GIF and WebP, and all eight EXIF orientations; also 4-bit palette and 1-bit PNGs and a CMYK TIFF. The reference is
  *   ImageOps.exif_transpose(Image.open(f)).convert('RGB') -> Resize(256) -> CenterCrop(224)
  *     -> ToTensor() -> Normalize(ImageNet)
  * 16-bit greyscale is the one deliberate difference (docs/preprocessing.md): PIL clips it to 255,
@@ -115,6 +115,9 @@ def palette_trns(p):
 save('palette-trns-png', 'png', True, palette_trns)
 alpha = Image.fromarray(np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1)), 'L')
 save('la-png', 'png', True, lambda p: Image.merge('LA', (base.convert('L'), alpha)).save(p))
+save('palette4-png', 'png', True, lambda p: base.quantize(16).save(p, bits=4))
+save('bilevel-png', 'png', True, lambda p: base.convert('1').save(p))
+save('cmyk-tiff', 'tif', True, lambda p: cmyk.save(p))
 wide = rgb.astype(np.uint16) * 257 + (np.arange(W, dtype=np.uint16) % 200)[None, :, None]
 save('rgb16-png', 'png', True, lambda p: open(p, 'wb').write(png16(wide, 2)))
 
@@ -167,8 +170,12 @@ async function ours(c: ParityCase): Promise<Float32Array> {
 
 t.test('the generated files are what they claim (PIL modes)', async (t) => {
   t.same(
-    Object.fromEntries(['icc-jpeg', 'cmyk-jpeg', 'cmyk-jpeg-no-adobe', 'ycck-jpeg', 'palette-trns-png', 'la-png', 'rgb16-png', 'animated-gif', 'gray16-png'].map((k) => [k, modes[k]])),
-    { 'icc-jpeg': 'RGB', 'cmyk-jpeg': 'CMYK', 'cmyk-jpeg-no-adobe': 'CMYK', 'ycck-jpeg': 'CMYK', 'palette-trns-png': 'P', 'la-png': 'LA', 'rgb16-png': 'RGB', 'animated-gif': 'P', 'gray16-png': 'I' },
+    modes,
+    {
+      'icc-jpeg': 'RGB', 'icc-png': 'RGB', 'icc-webp': 'RGB', 'cmyk-jpeg': 'CMYK', 'cmyk-jpeg-no-adobe': 'CMYK', 'ycck-jpeg': 'CMYK',
+      'palette-trns-png': 'P', 'la-png': 'LA', 'palette4-png': 'P', 'bilevel-png': '1', 'cmyk-tiff': 'CMYK', 'rgb16-png': 'RGB',
+      'animated-gif': 'P', 'animated-webp': 'RGB', ...Object.fromEntries([1, 2, 3, 4, 5, 6, 7, 8].map((o) => [`exif-${o}`, 'RGB'])), 'gray16-png': 'I',
+    },
   );
   const icc = await readFile(cases.find((c) => c.tag === 'icc-jpeg')!.file);
   t.ok(icc.includes(Buffer.from('ICC_PROFILE')), 'the JPEG carries an ICC profile');
