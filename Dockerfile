@@ -59,7 +59,8 @@ RUN set -eu; \
     export npm_config_nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"; \
     if [ "$TORCH_SOURCE" = context ]; then export CMAKE_PREFIX_PATH=/app/third_party/libtorch; fi; \
     npm run build:native; \
-    test -f build/Release/densenet.node
+    test -f build/Release/densenet.node; \
+    test -f build/Release/densenet_image.node
 
 # The runtime gets only the shared libraries the addon really links (its ldd closure), not the
 # libtorch1.13 package with all its dependencies (OpenCV, FFmpeg, Qt, GDAL, Mesa's LLVM: ~370 MB
@@ -105,6 +106,7 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules/ node_modules/
 COPY --from=build /app/dist/ dist/
 COPY --from=build /app/build/Release/densenet.node build/Release/densenet.node
+COPY --from=build /app/build/Release/densenet_image.node build/Release/densenet_image.node
 COPY --from=build /app/models/densenet121.pt /app/models/densenet121.json models/
 # A context libtorch (CUDA) keeps the path it was built against, so rpath and LD_LIBRARY_PATH agree.
 COPY --from=build /app/third_party/ third_party/

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { DEVICE_SYNTAX, PRECISIONS, isDevice, type Device, type Precision } from './device.js';
 import { AppError } from './errors.js';
+import { DEFAULT_IMAGE_FORMATS, SUPPORTED_FORMATS, type ImageFormat } from './preprocess.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -54,6 +55,8 @@ export interface Config {
   maxFiles: number;
   /** Whole-request receive deadline (slow-body / slowloris guard), ms. */
   httpRequestTimeoutMs: number;
+  /** Image formats accepted; others -> 415 UNSUPPORTED_IMAGE. */
+  imageFormats: readonly ImageFormat[];
 }
 
 export class ConfigError extends AppError {
@@ -170,6 +173,18 @@ function oneOf<T extends string>(env: Env, name: string, def: T, allowed: readon
   return lower;
 }
 
+/** A comma-separated subset of SUPPORTED_FORMATS (case-insensitive, 'jpg' allowed), at least one. */
+function imageFormats(env: Env): readonly ImageFormat[] {
+  const v = raw(env, 'IMAGE_FORMATS');
+  if (v === undefined) return DEFAULT_IMAGE_FORMATS;
+  const names = v.toLowerCase().split(',').map((f) => f.trim()).filter((f) => f !== '').map((f) => (f === 'jpg' ? 'jpeg' : f));
+  const unknown = names.filter((f) => !(SUPPORTED_FORMATS as readonly string[]).includes(f));
+  if (names.length === 0 || unknown.length > 0) {
+    throw new ConfigError('IMAGE_FORMATS', `expected a comma-separated list of ${SUPPORTED_FORMATS.join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return SUPPORTED_FORMATS.filter((f) => names.includes(f));
+}
+
 function device(env: Env): Device {
   const v = raw(env, 'DEVICE');
   if (v === undefined) return 'auto';
@@ -217,6 +232,7 @@ export function loadConfig(env: Env = process.env, machine: Host = detectHost())
     preprocessDuringForward: intOrAuto(env, 'PREPROCESS_DURING_FORWARD', 0, 256),
     maxFiles: int(env, 'MAX_FILES', 16, 1, 1024),
     httpRequestTimeoutMs: int(env, 'HTTP_REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
+    imageFormats: imageFormats(env),
   };
   return cfg;
 }

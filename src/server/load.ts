@@ -6,12 +6,12 @@ import sharp from 'sharp';
 import { cardPathFor, loadCard } from '../card.js';
 import type { Config } from '../config.js';
 import { Model } from '../model.js';
-import { specFromCard } from '../preprocess.js';
+import { specFromCard, type ImageFormat } from '../preprocess.js';
 import { PreprocessPool } from '../preprocess-pool.js';
 import type { InferenceBackend } from './backend.js';
 
-/** A 640x480 JPEG with structure (gradients), made here. */
-async function warmupImage(): Promise<Buffer> {
+/** A 640x480 photo-sized image with structure (gradients), made here: a JPEG unless IMAGE_FORMATS leaves JPEG out. */
+async function warmupImage(formats: readonly ImageFormat[]): Promise<Buffer> {
   const w = 640;
   const h = 480;
   const px = Buffer.alloc(w * h * 3);
@@ -23,7 +23,8 @@ async function warmupImage(): Promise<Buffer> {
       px[i + 2] = ((x ^ y) & 0xff);
     }
   }
-  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  const format = formats.includes('jpeg') ? 'jpeg' : formats[0]!;
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).toFormat(format, { quality: 90 }).toBuffer();
 }
 
 export async function loadBackend(config: Config): Promise<InferenceBackend> {
@@ -35,7 +36,7 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
     precision: config.precision,
   });
   const spec = specFromCard(card);
-  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
+  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, formats: config.imageFormats, size: config.preprocessConcurrency });
   const info = model.info;
   const [c, h, w] = info.inputShape;
   let preprocessWarm: Promise<unknown> | undefined;
@@ -60,7 +61,7 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
     warmup: async (sizes) => {
       const t0 = performance.now();
       // The first call also has every preprocessing worker decode a photo once (module load, JIT).
-      preprocessWarm ??= warmupImage().then((photo) => Promise.all(Array.from({ length: pool.size }, () => pool.run(photo))));
+      preprocessWarm ??= warmupImage(config.imageFormats).then((photo) => Promise.all(Array.from({ length: pool.size }, () => pool.run(photo))));
       await Promise.all([preprocessWarm, model.warmup(sizes)]);
       return (performance.now() - t0) / 1000;
     },
