@@ -259,6 +259,7 @@ const ENV_NAMES: Record<Exclude<keyof Config, 'cpus'>, string> = {
   preprocessDuringForward: 'PREPROCESS_DURING_FORWARD',
   maxFiles: 'MAX_FILES',
   httpRequestTimeoutMs: 'HTTP_REQUEST_TIMEOUT_MS',
+  imageFormats: 'IMAGE_FORMATS',
 };
 
 /**
