@@ -39,14 +39,15 @@ Napi::Value ResizeCropNormalize(const Napi::CallbackInfo& info) {
   }
   const Napi::Uint8Array pixels = info[0].As<Napi::Uint8Array>();
   const std::string layout = info[1].As<Napi::String>().Utf8Value();
-  Geometry g{intArg(info, 2), intArg(info, 3), intArg(info, 4), intArg(info, 5), intArg(info, 6), intArg(info, 7), intArg(info, 8), intArg(info, 8)};
+  Geometry g{intArg(info, 2), intArg(info, 3), intArg(info, 4), intArg(info, 5),
+             intArg(info, 6), intArg(info, 7), intArg(info, 8), intArg(info, 8)};
   float mean[3], stdev[3];
   floats3(info, 9, mean);
   floats3(info, 10, stdev);
   const std::size_t bpp = layout == "rgb" ? 3 : layout == "cmyk" ? 4 : 0;
   if (bpp == 0) throw Napi::TypeError::New(env, "layout must be rgb or cmyk");
-  const bool geometryOk = g.inW > 0 && g.inH > 0 && g.cropW > 0 && g.left >= 0 && g.top >= 0 &&
-                          g.left + g.cropW <= g.outW && g.top + g.cropH <= g.outH;
+  const bool geometryOk =
+      g.inW > 0 && g.inH > 0 && g.cropW > 0 && g.left >= 0 && g.top >= 0 && g.left + g.cropW <= g.outW && g.top + g.cropH <= g.outH;
   const std::size_t srcPixels = static_cast<std::size_t>(g.inW) * g.inH;
   if (!geometryOk || pixels.ByteLength() != srcPixels * bpp) throw Napi::RangeError::New(env, "pixel buffer and geometry disagree");
 
