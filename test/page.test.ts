@@ -1,5 +1,5 @@
 /**
- * The try-it page in a real browser: Debian's chromium, headless, driven by puppeteer-core
+ * The try-it page in a real browser: Debian's chromium, headless, driven by playwright-core
  * (`npm run setup -- --test` installs chromium). With the real model: a picture uploaded through
  * the file input shows the API's top-1 class for that file as the first bar; a text file gives a
  * readable error; the page makes no request to any other host; screenshots at desktop and phone
@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import puppeteer, { type Browser, type BrowserContext, type Page } from 'puppeteer-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { buildApp } from '../src/server/app.js';
 import { configFrom, type Config } from '../src/config.js';
 import { fakeBackend, fakeImage } from './helpers/fake-backend.js';
@@ -22,7 +22,7 @@ const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = join(REPO_ROOT, '.tap', 'screenshots');
 
 t.ok(existsSync(CHROMIUM), `${CHROMIUM} exists (npm run setup -- --test installs the Debian package chromium)`);
-const browser: Browser = await puppeteer.launch({
+const browser: Browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
   // Root (CI containers) cannot use chromium's sandbox.
@@ -39,10 +39,9 @@ await mkdir(SHOTS, { recursive: true });
  * waits for those when it closes).
  */
 async function open(contexts: BrowserContext[], url: string, width = 1280, height = 860): Promise<{ page: Page; requests: string[] }> {
-  const context = await browser.createBrowserContext();
+  const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1, isMobile: width < 600, hasTouch: width < 600 });
   contexts.push(context);
   const page = await context.newPage();
-  await page.setViewport({ width, height, deviceScaleFactor: 1, isMobile: width < 600, hasTouch: width < 600 });
   const requests: string[] = [];
   page.on('request', (r) => requests.push(r.url()));
   await page.goto(url, { waitUntil: 'load' });
@@ -55,9 +54,7 @@ const closeAll = (contexts: BrowserContext[]) => Promise.all(contexts.splice(0).
 async function upload(page: Page, name: string, bytes: Buffer): Promise<void> {
   const path = join(dir, name);
   await writeFile(path, bytes);
-  // uploadFile is typed for HTMLInputElement handles; this project has no DOM typings.
-  const input = (await page.$('#file')) as unknown as { uploadFile(...paths: string[]): Promise<void> };
-  await input.uploadFile(path);
+  await page.setInputFiles('#file', path);
 }
 
 const bars = (page: Page) =>
@@ -141,8 +138,8 @@ t.test('token field when API_TOKEN is set; too large; 503 retried by the page', 
   await upload(page, 'three.png', fakeImage(3));
   await errorShown(page);
   t.match(await errorText(page), /needs a token/);
-  await page.type('#token', token);
-  await page.$eval('#token', (e) => e.dispatchEvent(new Event('change')));
+  await page.fill('#token', token);
+  await page.dispatchEvent('#token', 'change');
   await page.waitForSelector('#results .row');
   t.equal((await bars(page))[0]!.label, 'label3', 'with the token: answered');
   await upload(page, 'big.png', Buffer.alloc(8192, 1));

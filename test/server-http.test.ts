@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
 import { bytesTensor, fp32Bytes, parseTritonResponse, rawHttp, tritonHttpBytes, tritonRequest } from './helpers/triton.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const json = async (r: Response | Promise<Response>): Promise<any> => (await r).json();
