@@ -60,8 +60,11 @@ async function upload(page: Page, name: string, bytes: Buffer): Promise<void> {
 const bars = (page: Page) =>
   page.$$eval('#results .row', (rows) => rows.map((r) => ({ label: r.querySelector('.label')!.textContent, pct: r.querySelector('.pct')!.textContent })));
 const errorText = (page: Page) => page.$eval('#error', (e) => (e.classList.contains('show') ? e.textContent : ''));
-/** Functions run in the page are given as strings: the test project has no DOM typings. */
-const errorShown = (page: Page) => page.waitForFunction("document.getElementById('error').classList.contains('show')");
+/**
+ * Waits use selectors, not polled functions: the page's CSP has no 'unsafe-eval', which polling
+ * needs. Expressions run in the page are strings: the test project has no DOM typings.
+ */
+const errorShown = (page: Page) => page.waitForSelector('#error.show');
 const visible = (page: Page, id: string) => page.evaluate(`getComputedStyle(document.getElementById('${id}')).display !== 'none'`) as Promise<boolean>;
 
 t.test('real model: upload -> bars with the API top-1; text file -> readable error; no other host', async (t) => {
@@ -75,7 +78,7 @@ t.test('real model: upload -> bars with the API top-1; text file -> readable err
   const { page, requests } = await open(contexts, `${server.url}/`);
   t.match(await page.title(), /densenet-serve/, 'a browser gets the page at /');
   const info = (await (await fetch(`${server.url}/`)).json()) as { model: { variant: string; device: string; random_init: boolean } };
-  await page.waitForFunction(`document.getElementById('model').textContent.includes(${JSON.stringify(info.model.variant)})`);
+  await page.waitForSelector(`#model:has-text(${JSON.stringify(info.model.variant)})`);
   t.match(await page.$eval('#model', (e) => e.textContent), new RegExp(`device ${info.model.device}`), 'model variant and device shown');
   t.equal(await visible(page, 'banner'), info.model.random_init, 'the random-init banner shows exactly when the weights are random');
   t.equal(await visible(page, 'tokenRow'), false, 'no token field without API_TOKEN');
