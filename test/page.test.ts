@@ -82,6 +82,7 @@ t.test('real model: upload -> bars with the API top-1; text file -> readable err
   t.match(await page.$eval('#model', (e) => e.textContent), new RegExp(`device ${info.model.device}`), 'model variant and device shown');
   t.equal(await visible(page, 'banner'), info.model.random_init, 'the random-init banner shows exactly when the weights are random');
   t.equal(await visible(page, 'tokenRow'), false, 'no token field without API_TOKEN');
+  t.equal(await page.$eval('#formats', (e) => e.textContent), 'JPEG, PNG, WEBP, GIF', 'the formats the server reads (IMAGE_FORMATS)');
 
   const img = await makeImage('jpeg', { seed: 42 });
   const fd = new FormData();

@@ -55,7 +55,7 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
         workers: config.preprocessConcurrency,
         decodes_during_forward: ctx.service?.decodeSlotsDuringForward ?? null,
       },
-      limits: { body_limit_bytes: config.bodyLimit, max_pixels: config.maxPixels, max_files: config.maxFiles },
+      limits: { body_limit_bytes: config.bodyLimit, max_pixels: config.maxPixels, max_files: config.maxFiles, image_formats: config.imageFormats },
       auth: config.apiToken ? 'bearer token required on inference endpoints' : 'none',
       endpoints: {
         predict: 'POST /predict (multipart/form-data, application/json {"image"|"images"}, image/*)',

@@ -44,7 +44,10 @@ export const InfoResponse = Type.Object(
       Type.Array(Type.Object({ instance: Int(), batches: Int(), images: Int(), busy_seconds: Type.Number({ minimum: 0 }) }, { additionalProperties: false })),
     ),
     preprocessing: Type.Object({ workers: Int(), decodes_during_forward: Nullable(Int()) }, { additionalProperties: false }),
-    limits: Type.Object({ body_limit_bytes: Int(), max_pixels: Int(), max_files: Int() }, { additionalProperties: false }),
+    limits: Type.Object(
+      { body_limit_bytes: Int(), max_pixels: Int(), max_files: Int(), image_formats: Type.Array(Type.String(), { description: 'IMAGE_FORMATS' }) },
+      { additionalProperties: false },
+    ),
     auth: Type.String({ description: '"none", or says that a bearer token is required' }),
     endpoints: Type.Record(Type.String(), Type.Union([Type.String(), Type.Array(Type.String())])),
   },
