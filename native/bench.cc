@@ -4,7 +4,8 @@
 //   densenet_bench --model m.pt [opts] --serve                       line protocol on stdin:
 //       "forward B ITERS" -> "TIMES ms1 ms2 ..." ; "quit"
 // Options: --device D --threads T --precision fp32|bf16 --no-channels-last --no-freeze
-//          --optimize-for-inference --profiling-executor --input-shape C,H,W --warmup W
+//          --optimize-for-inference --profiling-executor --no-dense-executor --input-shape C,H,W --warmup W
+//          --profile-ops (after the timed loop: the DenseNet executor's per-step times, "OP b<N> <ms> <share> <step>")
 //          --dump PREFIX (writes PREFIX.b<N>.f32: logits of the deterministic input, and
 //          PREFIX.b<N>.in.f32: that input; raw float32)
 #include <algorithm>
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
   std::string model, dump;
   std::vector<int64_t> batches{1, 8};
   int iters = 20, warmup = 3;
-  bool serve = false;
+  bool serve = false, profileOps = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&](const char* what) -> std::string {
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
       else if (a == "--no-freeze") opts.freeze = false;
       else if (a == "--optimize-for-inference") opts.optimizeForInference = true;
       else if (a == "--profiling-executor") opts.profilingExecutor = true;
+      else if (a == "--no-dense-executor") opts.denseExecutor = false;
+      else if (a == "--profile-ops") profileOps = true;
       else if (a == "--input-shape") opts.inputShape = parseList(next("--input-shape"));
       else if (a == "--batches") batches = parseList(next("--batches"));
       else if (a == "--iters") iters = std::stoi(next("--iters"));
@@ -169,6 +172,15 @@ int main(int argc, char** argv) {
                   static_cast<long long>(b), median(times), median(times) / static_cast<double>(b),
                   *std::min_element(times.begin(), times.end()), warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
       std::fflush(stdout);
+      if (profileOps) {
+        auto ops = engine->profile(in.data(), shape, iters);
+        double total = 0;
+        for (const auto& op : ops) total += op.second;
+        for (const auto& op : ops)
+          std::printf("OP b%lld %8.3f ms %5.1f %% %s\n", static_cast<long long>(b), op.second / iters, 100.0 * op.second / total,
+                      op.first.c_str());
+        std::fflush(stdout);
+      }
       if (!dump.empty()) {
         std::ofstream f(dump + ".b" + std::to_string(b) + ".f32", std::ios::binary);
         f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size() * sizeof(float)));

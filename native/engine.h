@@ -2,15 +2,18 @@
 // No N-API here, so a small C++ program (bench.cc, the CUDA check) drives the same code.
 // Torch headers stay out of this header (pimpl), so addon.cc never sees libtorch at all.
 //
-// Threading: an Engine must be created, used and destroyed on ONE thread (the worker).
-// shared/README.md, "libtorch inside Node": every thread that runs torch ops gets its own
-// OpenMP team, and extra teams slow every forward down.
+// Threading: load() on the thread that will own the model's OpenMP team settings. forward() is
+// re-entrant: several threads (each with its own OpenMP team, at::set_num_threads called once
+// on it) may call it at the same time on one Engine; it shares only read-only weights and
+// plans built under a lock (dense_block.h). Every thread that runs torch ops gets its own
+// OpenMP team, so use no more such threads than cores (docs/forward.md).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace densenet {
@@ -34,6 +37,7 @@ struct EngineOptions {
   bool channelsLast = true;        // weights + input in channels-last (avoids oneDNN reorders)
   bool optimizeForInference = false;  // torch::jit::optimize_for_inference (measured slower than channels-last)
   bool profilingExecutor = false;  // process-wide; off = only the first call per input kind is slow
+  bool denseExecutor = true;       // DenseNet graphs (CPU, fp32) run on dense_block.h instead of the graph
   std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
 };
 
@@ -65,6 +69,10 @@ class Engine {
   // Runs forwards at each batch size (zeros of inputShape) so that the first real call per
   // size is not the slow one. Returns seconds spent.
   double warmup(const std::vector<int64_t>& batchSizes);
+
+  // Per-step wall times in ms, summed over `iters` forwards of `input`, when the DenseNet
+  // executor runs (empty for the plain graph: use the torch profiler there).
+  std::vector<std::pair<std::string, double>> profile(const float* input, const std::vector<int64_t>& shape, int iters);
 
   const EngineInfo& info() const;
 
