@@ -40,7 +40,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; shared/README.md).
 RUN set -eu; \
     pkgs="ca-certificates cmake g++ make"; \
-    if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libopenblas0-openmp"; fi; \
+    if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libdnnl-dev libopenblas0-openmp"; fi; \
     if [ "$MODEL_SOURCE" = export ]; then pkgs="$pkgs python3 python3-torch python3-torchvision"; fi; \
     apt-get update; \
     apt-get install -y --no-install-recommends $pkgs; \

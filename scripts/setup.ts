@@ -17,8 +17,8 @@ import { exportModel } from './export-model.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Needed to build and run: libtorch + headers, Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
-export const RUNTIME_PACKAGES = ['libtorch-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
+/** Needed to build and run: libtorch + headers, oneDNN's headers (the DenseNet executor; libtorch already links libdnnl), Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
+export const RUNTIME_PACKAGES = ['libtorch-dev', 'libdnnl-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
 /** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples. */
 export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl'] as const;
 
