@@ -48,7 +48,9 @@ RUN set -eu; \
 
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# onnxruntime-node (devDependency, bench:model only) would download CUDA binaries in its
+# postinstall; package.json's allowScripts denies it for npm >= 11.19, this for older npm.
+RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 
 # Native addon. cmake-js reads the Node headers from npm_config_nodedir (the official images keep
 # them under /usr/local/include/node); CMAKE_PREFIX_PATH points find_package(Torch) at a context libtorch.

@@ -8,6 +8,9 @@ one "ERROR: ..." line and exit code 2 so the caller can show them as they are.
 
 Usage:
   export.py --out PATH --weights {random,imagenet,file} [--seed N] [--weights-file F]
+  export.py --out PATH.onnx --onnx-from MODEL.pt
+      The same weights as ONNX (opset 13, dynamic batch), for the onnxruntime comparison in
+      `npm run bench:model`; prints {"onnx": PATH, "opset": 13}.
 """
 import argparse
 import json
@@ -61,16 +64,37 @@ def load_weights_file(torch, model, path: str) -> None:
         fail(f"weights file {path} does not fit densenet121: {str(e).strip()[:800]}")
 
 
+def export_onnx(torch, src: str, out: str) -> None:
+    """TorchScript file -> ONNX opset 13 with a dynamic batch dimension."""
+    if not os.path.isfile(src):
+        fail(f"model file not found: {src}")
+    model = torch.jit.load(src, map_location="cpu").eval()
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1234))
+    tmp = out + ".tmp"
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), tmp, opset_version=13, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    os.replace(tmp, out)
+    # The caller compares onnxruntime's logits with the addon's on the same input.
+    print(json.dumps({"onnx": out, "opset": 13}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--weights", choices=["random", "imagenet", "file"], required=True)
+    ap.add_argument("--onnx-from")
+    ap.add_argument("--weights", choices=["random", "imagenet", "file"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights-file")
     ap.add_argument("--download-timeout", type=float, default=60.0)
     args = ap.parse_args()
 
     import torch
+    if args.onnx_from:
+        export_onnx(torch, args.onnx_from, args.out)
+        return
+    if not args.weights:
+        fail("--weights is required (random, imagenet or file)")
     import torchvision
     from torchvision.models import DenseNet121_Weights, densenet121
 

@@ -2,14 +2,23 @@
  * `npm run bench:model [-- --quick]`: the model alone (no HTTP), paired in one run.
  *
  *  1. addon vs plain C++ libtorch loop (build/Release/densenet_bench) vs Python torch, b1 and b8,
- *     fp32 and bf16, same threads and the same optimisations (channels-last weights + input,
- *     profiling executor off). Target: addon <= 1.00x the plain C++ loop.
+ *     fp32 and bf16, same threads and the same optimisations (the DenseNet executor; Python:
+ *     channels-last weights + input, profiling executor off). Target: addon <= 1.03x the C++ loop.
+ *     fp32 also: the C++ loop on the plain graph (--no-dense-executor) and, when the optional
+ *     devDependency onnxruntime-node is installed, onnxruntime on the same weights exported to
+ *     ONNX (models/export.py --onnx-from), same threads. Targets: addon <= 1.0x onnxruntime at
+ *     b8, <= 1.1x at b1.
  *  2. Each optimisation step's effect, with the C++ driver: traced baseline -> freeze ->
- *     channels-last -> profiling executor off (the default), and the alternatives that lost.
+ *     channels-last -> profiling executor off -> DenseNet executor (the default), and the
+ *     alternatives that lost; each step next to the previous one.
+ *  3. --profile: the executor's per-step times (densenet_bench --profile-ops) and the torch
+ *     profiler's op shares for the plain graph in Python, b1 and b8.
  *
- * Pairing: every contender is one long-lived process (the addon is this process), loaded once;
- * rounds alternate between them in rotating order. Printed: medians, and ratios as the median of
- * per-round ratios (robust to load drifting during the run). Numbers from
+ * Pairing: every contender is one long-lived process (the addon and onnxruntime are this
+ * process), loaded once; rounds alternate between them in rotating order, and each contender's
+ * first forward in a round is not timed (another runtime's threads may still be spinning).
+ * Printed: medians, and ratios as the median of per-round ratios (robust to load drifting during
+ * the run). Numbers from
  * different runs are not comparable on a noisy VM (shared/README.md).
  *
  * Allocator: glibc malloc's page faults dominate timing noise (shared/README.md), so this
@@ -18,7 +27,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +41,7 @@ import { median } from './lib/stats.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DRIVER = join(ROOT, 'build', 'Release', 'densenet_bench');
 const TORCH_PY = join(ROOT, 'scripts', 'torch_forward.py');
+const EXPORT_PY = join(ROOT, 'models', 'export.py');
 
 const { values: opt } = parseArgs({
   options: {
@@ -43,13 +53,15 @@ const { values: opt } = parseArgs({
     'no-steps': { type: 'boolean', default: false },
     'steps-only': { type: 'boolean', default: false },
     'no-tunables': { type: 'boolean', default: false },
+    'no-onnx': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opt.help) {
   process.stdout.write(
     'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
-      '         [--no-python] [--no-steps | --steps-only] [--no-tunables]\n',
+      '         [--no-python] [--no-onnx] [--no-steps | --steps-only] [--no-tunables] [--profile]\n',
   );
   process.exit(0);
 }
@@ -130,8 +142,19 @@ async function lineRunner(name: string, file: string, args: string[]): Promise<R
   };
 }
 
-function driverArgs(o: { freeze?: boolean; channelsLast?: boolean; ofi?: boolean; profiling?: boolean; precision?: string }, model = modelPath) {
+interface DriverOptions {
+  freeze?: boolean;
+  channelsLast?: boolean;
+  ofi?: boolean;
+  profiling?: boolean;
+  precision?: string;
+  /** The DenseNet executor (default on, as in the engine). */
+  dense?: boolean;
+}
+
+function driverArgs(o: DriverOptions, model = modelPath) {
   const a = ['--model', model, '--threads', String(threads), '--precision', o.precision ?? 'fp32', '--serve'];
+  if (o.dense === false) a.push('--no-dense-executor');
   if (o.freeze === false) a.push('--no-freeze');
   if (o.channelsLast === false) a.push('--no-channels-last');
   if (o.ofi) a.push('--optimize-for-inference');
@@ -139,18 +162,25 @@ function driverArgs(o: { freeze?: boolean; channelsLast?: boolean; ofi?: boolean
   return a;
 }
 
-async function addonRunner(name: string, options: LoadOptions): Promise<Runner> {
+/** The same random input per batch size for every in-process runner. */
+const inputs = new Map<number, Float32Array>();
+function inputFor(b: number): Float32Array {
+  let x = inputs.get(b);
+  if (!x) {
+    x = new Float32Array(b * 3 * 224 * 224).map(() => Math.random() * 4 - 2);
+    inputs.set(b, x);
+  }
+  return x;
+}
+
+async function addonRunner(name: string, options: LoadOptions): Promise<Runner & { model: Model }> {
   const m = await Model.load(modelPath, { threads, ...options });
   process.stderr.write(`  ${name}: ${m.info.device} threads=${m.info.threads} ${m.info.optimizations.join(',')}\n`);
-  const inputs = new Map<number, Float32Array>();
   return {
     name,
+    model: m,
     async forward(b, iters) {
-      let x = inputs.get(b);
-      if (!x) {
-        x = new Float32Array(b * 3 * 224 * 224).map(() => Math.random() * 4 - 2);
-        inputs.set(b, x);
-      }
+      const x = inputFor(b);
       const times: number[] = [];
       for (let i = 0; i < iters; i++) {
         const t0 = performance.now();
@@ -161,6 +191,59 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner> 
     },
     async close() {
       m.dispose();
+    },
+  };
+}
+
+/**
+ * onnxruntime-node on the same weights (exported to ONNX by models/export.py), same threads,
+ * in this process. Undefined, with the reason printed, when the package or Python is missing.
+ */
+async function ortRunner(python: string | undefined, dir: string, reference: Model): Promise<Runner | undefined> {
+  if (opt['no-onnx']) return undefined;
+  let ort: typeof import('onnxruntime-node');
+  try {
+    ort = await import('onnxruntime-node');
+  } catch {
+    console.log('onnxruntime-node is not installed (optional devDependency): onnxruntime comparison skipped');
+    return undefined;
+  }
+  if (!python) {
+    console.log('no Python with torch to export the ONNX file: onnxruntime comparison skipped');
+    return undefined;
+  }
+  const onnx = join(dir, 'densenet.onnx');
+  await run(python, [EXPORT_PY, '--onnx-from', modelPath, '--out', onnx], { quiet: true });
+  const session = await ort.InferenceSession.create(await readFile(onnx), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+  const forward = async (b: number) => {
+    const out = await session.run({ input: new ort.Tensor('float32', inputFor(b), [b, 3, 224, 224]) });
+    return out.logits!.data as Float32Array;
+  };
+  // Same weights: onnxruntime's logits match the addon's.
+  const ours = await reference.forward(inputFor(1), [1, 3, 224, 224]);
+  let diff = 0;
+  const theirs = await forward(1);
+  for (let i = 0; i < theirs.length; i++) diff = Math.max(diff, Math.abs(theirs[i]! - ours.data[i]!));
+  process.stderr.write(`  onnxruntime-node ${ort.env.versions.common}: opset 13, ${threads} intra-op threads; max abs diff vs addon ${diff.toExponential(2)}\n`);
+  if (diff > 1e-3) throw new Error(`onnxruntime's logits differ from the addon's by ${diff}: not the same model`);
+  return {
+    name: 'ort',
+    async forward(b, iters) {
+      const times: number[] = [];
+      for (let i = 0; i < iters; i++) {
+        const t0 = performance.now();
+        await forward(b);
+        times.push(performance.now() - t0);
+      }
+      return times;
+    },
+    async close() {
+      await session.release();
     },
   };
 }
@@ -182,7 +265,7 @@ async function paired(runners: Runner[], b: number): Promise<Paired> {
   for (let round = 0; round < rounds; round++) {
     const order = runners.map((_, i) => runners[(i + round) % runners.length]!);
     for (const r of order) {
-      const t = await r.forward(b, per);
+      const t = (await r.forward(b, per + 1)).slice(1);
       all.get(r.name)!.push(...t);
       rounds_.get(r.name)!.push(median(t));
     }
@@ -207,35 +290,46 @@ async function main(): Promise<void> {
   );
   if (precisions.length === 1) console.log('bf16 skipped: this CPU lacks avx512_bf16');
 
+  const dir = await mkdtemp(join(tmpdir(), 'bench-model-'));
   const summary: string[] = [];
-  for (const precision of opt['steps-only'] ? [] : precisions) {
-    const runners: Runner[] = [
-      await addonRunner('addon', { precision }),
-      await lineRunner('c++', DRIVER, driverArgs({ precision })),
-    ];
-    if (python) {
-      const pyArgs = [TORCH_PY, 'serve', '--model', modelPath, '--threads', String(threads), '--channels-last', '--no-profiling', '--precision', precision];
-      runners.push(await lineRunner('python', python, pyArgs));
+  try {
+    for (const precision of opt['steps-only'] ? [] : precisions) {
+      const addon = await addonRunner('addon', { precision });
+      const runners: Runner[] = [addon, await lineRunner('c++', DRIVER, driverArgs({ precision }))];
+      const fp32 = precision === 'fp32';
+      if (fp32) runners.push(await lineRunner('c++plain', DRIVER, driverArgs({ dense: false })));
+      if (python) {
+        const pyArgs = [TORCH_PY, 'serve', '--model', modelPath, '--threads', String(threads), '--channels-last', '--no-profiling', '--precision', precision];
+        runners.push(await lineRunner('python', python, pyArgs));
+      }
+      const ort = fp32 ? await ortRunner(python, dir, addon.model) : undefined;
+      if (ort) runners.push(ort);
+      for (const b of [1, 8]) {
+        const p = await paired(runners, b);
+        const m = p.median;
+        const col = (name: string, label = name) => (m.has(name) ? `  ${label} ${fmt(m.get(name)!)}` : '');
+        const rat = (a: string, c: string) => (m.has(a) && m.has(c) ? `  ${a}/${c} ${ratio(p.ratio(a, c))}` : '');
+        const line =
+          `${precision} b${b}:` +
+          col('addon') +
+          col('c++') +
+          col('c++plain', 'c++ plain graph') +
+          col('python') +
+          col('ort', 'onnxruntime') +
+          '  |' +
+          rat('addon', 'c++') +
+          rat('c++', 'c++plain') +
+          rat('python', 'c++') +
+          rat('addon', 'ort') +
+          `   (addon ${(m.get('addon')! / b).toFixed(1)} ms/image)`;
+        console.log(line);
+        summary.push(line);
+      }
+      for (const r of runners) await r.close();
     }
-    for (const b of [1, 8]) {
-      const p = await paired(runners, b);
-      const m = p.median;
-      const line =
-        `${precision} b${b}:  addon ${fmt(m.get('addon')!)}  c++ ${fmt(m.get('c++')!)}` +
-        (python ? `  python ${fmt(m.get('python')!)}` : '') +
-        `   addon/c++ ${ratio(p.ratio('addon', 'c++'))}` +
-        (python ? `  python/c++ ${ratio(p.ratio('python', 'c++'))}` : '') +
-        `   (addon ${(m.get('addon')! / b).toFixed(1)} ms/image)`;
-      console.log(line);
-      summary.push(line);
-    }
-    for (const r of runners) await r.close();
-  }
 
-  if (!opt['no-steps']) {
-    // A traced, unfrozen model with the same architecture: the starting point of the steps.
-    const dir = await mkdtemp(join(tmpdir(), 'bench-model-'));
-    try {
+    if (!opt['no-steps']) {
+      // A traced, unfrozen model with the same architecture: the starting point of the steps.
       let traced: string | undefined;
       if (python) {
         traced = join(dir, 'traced.pt');
@@ -245,31 +339,62 @@ m = torchvision.models.densenet121(weights=None).eval()
 with torch.no_grad():
     torch.jit.trace(m, torch.randn(1, 3, 224, 224)).save(${JSON.stringify(traced)})`], { quiet: true });
       }
-      const steps: [string, string, string[]][] = [
-        ...(traced ? ([['traced (unfrozen, NCHW, profiling executor)', 'traced', driverArgs({ freeze: false, channelsLast: false, profiling: true }, traced)]] as [string, string, string[]][]) : []),
-        ['+ freeze (the exported file)', 'frozen', driverArgs({ channelsLast: false, profiling: true })],
-        ['+ channels-last weights and input', 'cl', driverArgs({ profiling: true })],
-        ['+ profiling executor off = DEFAULT', 'default', driverArgs({})],
-        ['  alt: optimize_for_inference (NCHW)', 'ofi', driverArgs({ channelsLast: false, ofi: true })],
-        ['  alt: channels-last + optimize_for_inference', 'cl+ofi', driverArgs({ ofi: true })],
-        ...(precisions.length > 1 ? ([['  opt-in: default + bf16 autocast', 'bf16', driverArgs({ precision: 'bf16' })]] as [string, string, string[]][]) : []),
-      ];
+      // [label, key, args, compared with]: main steps against the previous one, alternatives against the default.
+      const plain = { dense: false };
+      const steps: [string, string, string[], string][] = [];
+      if (traced) steps.push(['traced (unfrozen, NCHW, profiling executor)', 'traced', driverArgs({ ...plain, freeze: false, channelsLast: false, profiling: true }, traced), 'traced']);
+      steps.push(
+        ['+ freeze (the exported file)', 'frozen', driverArgs({ ...plain, channelsLast: false, profiling: true }), traced ? 'traced' : 'frozen'],
+        ['+ channels-last weights and input', 'cl', driverArgs({ ...plain, profiling: true }), 'frozen'],
+        ['+ profiling executor off (plain graph)', 'plain', driverArgs(plain), 'cl'],
+        ['+ DenseNet executor = DEFAULT', 'default', driverArgs({}), 'plain'],
+        ['  alt: optimize_for_inference (NCHW)', 'ofi', driverArgs({ ...plain, channelsLast: false, ofi: true }), 'default'],
+        ['  alt: channels-last + optimize_for_inference', 'cl+ofi', driverArgs({ ...plain, ofi: true }), 'default'],
+      );
+      if (precisions.length > 1) steps.push(['  opt-in: bf16 autocast (plain graph)', 'bf16', driverArgs({ precision: 'bf16' }), 'default']);
       const runners: Runner[] = [];
       for (const [, key, args] of steps) runners.push(await lineRunner(key, DRIVER, args));
-      const base = traced ? 'traced' : 'frozen';
-      console.log(`\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratio = median of per-round ratios vs ${base}):`);
+      const base = steps[0]![1];
+      console.log(
+        `\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratios = median of per-round ratios, ` +
+          `vs ${base} and vs the step it builds on; alternatives vs the default):`,
+      );
       for (const b of [1, 8]) {
         const p = await paired(runners, b);
-        for (const [label, key] of steps) {
-          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(p.median.get(key)!)}  ${ratio(p.ratio(key, base))}`);
+        for (const [label, key, , prev] of steps) {
+          const vsPrev = prev === key ? '' : `  ${ratio(p.ratio(key, prev))} vs ${prev}`;
+          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(p.median.get(key)!)}  ${ratio(p.ratio(key, base))}${vsPrev}`);
         }
       }
       for (const r of runners) await r.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
     }
+
+    if (opt.profile) await profile(python);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
   console.log('\nsummary:\n' + summary.map((l) => `  ${l}`).join('\n'));
+}
+
+/** Where the time goes: the executor's steps (C++ driver) and the plain graph's ops (torch profiler). */
+async function profile(python: string | undefined): Promise<void> {
+  for (const b of [1, 8]) {
+    const args = ['--model', modelPath, '--threads', String(threads), '--batches', String(b), '--iters', String(b === 1 ? 20 : 5), '--profile-ops'];
+    const r = await run(DRIVER, args, { quiet: true });
+    console.log(`\nexecutor steps, b${b} (densenet_bench --profile-ops; ms per forward, share):`);
+    for (const l of r.stdout.split('\n').filter((l) => l.startsWith('OP '))) console.log(`  ${l.slice(3)}`);
+    if (!python) continue;
+    const py = await run(
+      python,
+      [TORCH_PY, 'profile', '--model', modelPath, '--threads', String(threads), '--batch', String(b), '--channels-last', '--no-profiling', '--iters', String(b === 1 ? 20 : 5)],
+      { quiet: true },
+    );
+    console.log(`plain graph, b${b} (torch profiler, Python, channels-last, profiling executor off; self CPU share, top 8):`);
+    for (const l of py.stdout.trim().split('\n').slice(0, 8)) {
+      const o = JSON.parse(l) as { op: string; share: number; ms_per_forward: number; calls_per_forward: number };
+      console.log(`  ${(o.share * 100).toFixed(1).padStart(5)} %  ${o.ms_per_forward.toFixed(2).padStart(8)} ms  x${o.calls_per_forward}  ${o.op}`);
+    }
+  }
 }
 
 await main();
