@@ -71,23 +71,38 @@ struct DenseExecutor::Impl {
 
   mutable std::mutex mutex;  // guards plans and packed (only touched while a plan is built)
   mutable std::list<std::pair<PlanKey, std::shared_ptr<const Plan>>> plans;  // most recent first
-  // Weights packed for a primitive's preferred layout, shared by every plan that wants it.
-  mutable std::unordered_map<const void*, std::vector<std::pair<memory::desc, memory>>> packed;
+  // Weights packed for a primitive's preferred layout, shared by every plan that wants it;
+  // keyed by the spec's tensor object (its data is released once packed).
+  mutable std::unordered_map<const at::Tensor*, std::vector<std::pair<memory::desc, memory>>> packed;
   mutable std::unordered_map<const void*, memory> biases;
   static constexpr size_t kMaxPlans = 16;  // batch sizes x thread counts kept; older ones rebuilt on demand
 
   memory packedWeights(const at::Tensor& w, const memory::desc& want) const {
-    auto& variants = packed[w.data_ptr()];
+    auto& variants = packed[&w];
     for (auto& v : variants)
       if (v.first == want) return v.second;
+    // From the original (OIHW / OI) the first time, from the first packed copy after that.
     Dims dims(w.sizes().begin(), w.sizes().end());
-    memory user({dims, f32, dims.size() == 4 ? Tag::oihw : Tag::oi}, eng, w.data_ptr());
+    memory from = variants.empty() ? memory({dims, f32, dims.size() == 4 ? Tag::oihw : Tag::oi}, eng, w.data_ptr())
+                                   : variants.front().second;
     memory out(want, eng);
     dnnl::stream s(eng);
-    dnnl::reorder(user, out).execute(s, user, out);
+    dnnl::reorder(from, out).execute(s, from, out);
     s.wait();
     variants.emplace_back(want, out);
     return out;
+  }
+
+  // After the first plan every weight has a packed copy: drop the originals (the model's
+  // graph is released too), keeping their shapes.
+  void releaseOriginalWeights() {
+    auto release = [](at::Tensor& w) { w = at::empty(w.sizes(), at::TensorOptions().dtype(at::kFloat).device(at::kMeta)); };
+    release(spec.conv0.weight);
+    release(spec.fcWeight);
+    for (DenseBlockSpec& b : spec.blocks) {
+      for (DenseLayerSpec& l : b.layers) release(l.conv1.weight), release(l.conv2.weight);
+      if (b.hasTransition) release(b.transitionConv.weight);
+    }
   }
 
   memory biasMemory(const at::Tensor& b) const {
@@ -261,6 +276,7 @@ std::unique_ptr<DenseExecutor> DenseExecutor::create(DenseNetSpec spec, const st
   impl->spec = std::move(spec);
   try {
     impl->plan(PlanKey{probeShape.at(0), probeShape.at(1), probeShape.at(2), probeShape.at(3), at::get_num_threads()});
+    impl->releaseOriginalWeights();
   } catch (const std::exception& e) {  // dnnl::error, or a shape the network cannot take
     why = e.what();
     return nullptr;
@@ -283,14 +299,16 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   std::shared_ptr<const Plan> planPtr = im.plan(PlanKey{n, x.size(1), x.size(2), x.size(3), at::get_num_threads()});
   const Plan& p = *planPtr;
 
-  // This call's buffers (re-entrancy: nothing mutable is shared between calls).
-  const size_t scratchFloats = roundUp(p.scratchBytes / sizeof(float));
-  at::Tensor buffer = at::empty({static_cast<int64_t>(p.featFloats[0] + p.featFloats[1] + p.tmpAFloats + p.tmpBFloats + scratchFloats)},
-                                at::kFloat);
-  float* feat[2] = {buffer.data_ptr<float>(), buffer.data_ptr<float>() + p.featFloats[0]};
-  float* tmpA = feat[1] + p.featFloats[1];
-  float* tmpB = tmpA + p.tmpAFloats;
-  float* scratch = tmpB + p.tmpBFloats;
+  // This call's buffers (re-entrancy: nothing mutable is shared between calls). Separate
+  // allocations: each stays under glibc's mmap threshold longer, so the heap reuses it instead
+  // of faulting fresh pages in on every call.
+  auto buffer = [](size_t floats) { return at::empty({static_cast<int64_t>(std::max<size_t>(floats, 16))}, at::kFloat); };
+  at::Tensor featA = buffer(p.featFloats[0]), featB = buffer(p.featFloats[1]), tmpABuf = buffer(p.tmpAFloats),
+             tmpBBuf = buffer(p.tmpBFloats), scratchBuf = buffer(p.scratchBytes / sizeof(float));
+  float* feat[2] = {featA.data_ptr<float>(), featB.data_ptr<float>()};
+  float* tmpA = tmpABuf.data_ptr<float>();
+  float* tmpB = tmpBBuf.data_ptr<float>();
+  float* scratch = scratchBuf.data_ptr<float>();
   at::Tensor logits = at::empty({n, spec.fcWeight.size(0)}, at::kFloat);
 
   dnnl::stream stream(im.eng);

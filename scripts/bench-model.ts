@@ -18,10 +18,10 @@
  * process), loaded once; rounds alternate between them in rotating order, and each contender's
  * first forward in a round is not timed (another runtime's threads may still be spinning).
  * Printed: medians, and ratios as the median of per-round ratios (robust to load drifting during
- * the run). Numbers from
- * different runs are not comparable on a noisy VM (shared/README.md).
+ * the run). Numbers from different runs are not comparable on a noisy VM (docs/forward.md,
+ * "Measuring").
  *
- * Allocator: glibc malloc's page faults dominate timing noise (shared/README.md), so this
+ * Allocator: glibc malloc's page faults dominate timing noise (docs/forward.md), so this
  * script re-executes itself with GLIBC_TUNABLES (the value the server uses) unless it is already
  * set, and passes it to every child. --no-tunables keeps the environment as it is.
  */

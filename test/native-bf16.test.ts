@@ -28,7 +28,7 @@ if (!cpuHasAvx512Bf16()) {
     t.same(b.shape, [n, 1000]);
     t.ok(b.data.every(Number.isFinite), 'finite logits');
     const diff = maxAbsDiff(a.data, b.data);
-    // Measured ~2e-2 on these random-init weights (shared/README.md); 0.1 leaves room, and a
+    // Measured ~2e-2 on these random-init weights; 0.1 leaves room, and a
     // broken bf16 path (wrong layout, no autocast) is far off or exactly 0.
     t.ok(diff <= 0.1, `max abs diff vs fp32 ${diff.toExponential(2)} <= 0.1`);
     t.ok(diff > 0, 'bf16 really ran in reduced precision (differs from fp32)');
