@@ -8,12 +8,15 @@
 //          --profile-ops (after the timed loop: the DenseNet executor's per-step times, "OP b<N> <ms> <share> <step>")
 //          --dump PREFIX (writes PREFIX.b<N>.f32: logits of the deterministic input, and
 //          PREFIX.b<N>.in.f32: that input; raw float32)
+// RESULT lines: wall-clock medians, and cpu_ms = the median CPU time of the process per forward
+// (with --threads 1 a load-robust measure of the work on a busy machine).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -62,10 +65,21 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-double timeForward(Engine& e, const std::vector<float>& in, const std::vector<int64_t>& shape, std::vector<float>& out) {
+// CPU time of the whole process (all threads), ms.
+double cpuMs() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+double timeForward(Engine& e, const std::vector<float>& in, const std::vector<int64_t>& shape, std::vector<float>& out,
+                   std::vector<double>* cpu = nullptr) {
+  const double c0 = cpuMs();
   auto t0 = std::chrono::steady_clock::now();
   e.forward(in.data(), shape, out);
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (cpu) cpu->push_back(cpuMs() - c0);
+  return ms;
 }
 
 int usage(const char* msg) {
@@ -156,9 +170,9 @@ int main(int argc, char** argv) {
     for (int64_t b : batches) {
       std::vector<int64_t> shape{b, C, H, W};
       std::vector<float> in = makeInput(static_cast<size_t>(b * C * H * W), 42);
-      std::vector<double> warm, times;
+      std::vector<double> warm, times, cpu;
       for (int k = 0; k < warmup; ++k) warm.push_back(timeForward(*engine, in, shape, out));
-      for (int k = 0; k < iters; ++k) times.push_back(timeForward(*engine, in, shape, out));
+      for (int k = 0; k < iters; ++k) times.push_back(timeForward(*engine, in, shape, out, &cpu));
       const int64_t K = info.numClasses;
       double sum = 0, sumAbs = 0;
       for (float v : out) sum += v, sumAbs += std::fabs(v);
@@ -168,8 +182,8 @@ int main(int argc, char** argv) {
                         [&](int x, int y) { return out[static_cast<size_t>(x)] > out[static_cast<size_t>(y)]; });
       std::string top5;
       for (int64_t k = 0; k < std::min<int64_t>(5, K); ++k) top5 += (k ? "," : "") + std::to_string(idx[static_cast<size_t>(k)]);
-      std::printf("RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f top5_row0=%s\n",
-                  static_cast<long long>(b), median(times), median(times) / static_cast<double>(b),
+      std::printf("RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f cpu_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f top5_row0=%s\n",
+                  static_cast<long long>(b), median(times), median(times) / static_cast<double>(b), median(cpu),
                   *std::min_element(times.begin(), times.end()), warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
       std::fflush(stdout);
       if (profileOps) {

@@ -49,8 +49,8 @@ struct Plan {
   int64_t n = 0;
   Step conv0, pool0, fc;
   std::vector<BlockPlan> blocks;
-  // One allocation per forward: two block buffers (ping-pong), two temporaries, scratchpad.
-  size_t featFloats[2] = {0, 0}, tmpAFloats = 0, tmpBFloats = 0, scratchBytes = 0;
+  // Per forward: two block buffers (ping-pong), two temporaries (sizes in activations), scratchpad.
+  size_t featSize[2] = {0, 0}, tmpASize = 0, tmpBSize = 0, scratchBytes = 0;
 };
 
 struct PlanKey {
@@ -59,7 +59,6 @@ struct PlanKey {
   bool operator==(const PlanKey& o) const { return n == o.n && c == o.c && h == o.h && w == o.w && threads == o.threads; }
 };
 
-size_t roundUp(size_t floats) { return (floats + 15) / 16 * 16; }  // 64-byte alignment
 
 int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
@@ -67,7 +66,10 @@ int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * 
 
 struct DenseExecutor::Impl {
   DenseNetSpec spec;
+  Act act = Act::F32;  // activations and convolution weights; BN, bias and the classifier stay fp32
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+
+  memory::data_type actType() const { return act == Act::F32 ? f32 : memory::data_type::bf16; }
 
   mutable std::mutex mutex;  // guards plans and packed (only touched while a plan is built)
   mutable std::list<std::pair<PlanKey, std::shared_ptr<const Plan>>> plans;  // most recent first
@@ -137,7 +139,8 @@ struct DenseExecutor::Impl {
   Step conv(const ConvSpec& c, int64_t n, int64_t h, int64_t w, Tag srcTag) const {
     const int64_t oc = c.outChannels(), ic = c.inChannels(), k = c.kernel();
     const int64_t oh = outSize(h, k, c.stride, c.padding), ow = outSize(w, k, c.stride, c.padding);
-    memory::desc src({n, ic, h, w}, f32, srcTag), wei({oc, ic, k, k}, f32, Tag::any), dst({n, oc, oh, ow}, f32, Tag::nhwc);
+    const memory::data_type t = actType();
+    memory::desc src({n, ic, h, w}, t, srcTag), wei({oc, ic, k, k}, t, Tag::any), dst({n, oc, oh, ow}, t, Tag::nhwc);
     memory::desc bias = c.bias.defined() ? memory::desc({oc}, f32, Tag::a) : memory::desc();
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei, bias,
                                       dst, {c.stride, c.stride}, {c.padding, c.padding}, {c.padding, c.padding});
@@ -152,7 +155,8 @@ struct DenseExecutor::Impl {
 
   Step maxPool(int64_t n, int64_t ch, int64_t h, int64_t w) const {
     const int64_t k = spec.pool0Kernel, st = spec.pool0Stride, p = spec.pool0Padding;
-    memory::desc src({n, ch, h, w}, f32, Tag::nhwc), dst({n, ch, outSize(h, k, st, p), outSize(w, k, st, p)}, f32, Tag::nhwc);
+    const memory::data_type t = actType();
+    memory::desc src({n, ch, h, w}, t, Tag::nhwc), dst({n, ch, outSize(h, k, st, p), outSize(w, k, st, p)}, t, Tag::nhwc);
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src, dst, {st, st}, {k, k},
                                   {p, p}, {p, p});
     dnnl::pooling_forward::primitive_desc pd(d, attrs(false), eng);
@@ -185,13 +189,13 @@ struct DenseExecutor::Impl {
                                  " is too small for this DenseNet: Output size is too small (" + std::to_string(h) + "x" +
                                  std::to_string(w) + " " + where + ")");
     };
-    auto grow = [](size_t& slot, int64_t floats) { slot = std::max(slot, roundUp(static_cast<size_t>(floats))); };
+    auto grow = [](size_t& slot, int64_t size) { slot = std::max(slot, static_cast<size_t>(size)); };
     const ConvSpec& c0 = spec.conv0;
     int64_t h = outSize(key.h, c0.kernel(), c0.stride, c0.padding), w = outSize(key.w, c0.kernel(), c0.stride, c0.padding);
     tooSmall(h, w, "after conv0");
     p.n = n;
     p.conv0 = conv(c0, n, key.h, key.w, Tag::nhwc);  // oneDNN 2.6 has no fast nchw -> nhwc kernel
-    grow(p.tmpAFloats, n * h * w * c0.outChannels());
+    grow(p.tmpASize, n * h * w * c0.outChannels());
     p.pool0 = maxPool(n, c0.outChannels(), h, w);
     h = outSize(h, spec.pool0Kernel, spec.pool0Stride, spec.pool0Padding);
     w = outSize(w, spec.pool0Kernel, spec.pool0Stride, spec.pool0Padding);
@@ -201,22 +205,21 @@ struct DenseExecutor::Impl {
       BlockPlan bp;
       bp.h = h, bp.w = w;
       const int64_t pixels = n * h * w;
-      grow(p.featFloats[b % 2], pixels * block.outChannels());
+      grow(p.featSize[b % 2], pixels * block.outChannels());
       for (const DenseLayerSpec& l : block.layers) {
-        grow(p.tmpAFloats, pixels * l.conv1.inChannels());
+        grow(p.tmpASize, pixels * l.conv1.inChannels());
         bp.conv1.push_back(conv(l.conv1, n, h, w, Tag::nhwc));
-        grow(p.tmpBFloats, pixels * l.conv1.outChannels());
+        grow(p.tmpBSize, pixels * l.conv1.outChannels());
         bp.conv2.push_back(conv(l.conv2, n, h, w, Tag::nhwc));
       }
       if (block.hasTransition) {
         h /= 2, w /= 2;
         tooSmall(h, w, "after transition " + std::to_string(b + 1));
-        grow(p.tmpAFloats, n * h * w * block.outChannels());
+        grow(p.tmpASize, n * h * w * block.outChannels());
         bp.transition = conv(block.transitionConv, n, h, w, Tag::nhwc);
       }
       p.blocks.push_back(std::move(bp));
     }
-    grow(p.tmpAFloats, n * spec.blocks.back().outChannels());
     p.fc = linear(n);
     auto steps = [&](const std::function<void(const Step&)>& f) {
       f(p.conv0), f(p.pool0), f(p.fc);
@@ -271,9 +274,11 @@ class Timer {
 
 }  // namespace
 
-std::unique_ptr<DenseExecutor> DenseExecutor::create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, std::string& why) {
+std::unique_ptr<DenseExecutor> DenseExecutor::create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, bool bf16,
+                                                     std::string& why) {
   auto impl = std::make_unique<Impl>();
   impl->spec = std::move(spec);
+  impl->act = bf16 ? Act::BF16 : Act::F32;
   try {
     impl->plan(PlanKey{probeShape.at(0), probeShape.at(1), probeShape.at(2), probeShape.at(3), at::get_num_threads()});
     impl->releaseOriginalWeights();
@@ -289,12 +294,13 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   const DenseNetSpec& spec = im.spec;
   if (input.dim() != 4 || input.scalar_type() != at::kFloat || !input.device().is_cpu())
     throw std::runtime_error("the DenseNet executor takes a 4-D float CPU tensor");
-  at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  if (x.size(1) != spec.conv0.inChannels())
+  if (input.size(1) != spec.conv0.inChannels())
     throw std::runtime_error("Given groups=1, weight of size [" + std::to_string(spec.conv0.outChannels()) + ", " +
                              std::to_string(spec.conv0.inChannels()) + ", ...], expected input to have " +
-                             std::to_string(spec.conv0.inChannels()) + " channels, but got " + std::to_string(x.size(1)) +
+                             std::to_string(spec.conv0.inChannels()) + " channels, but got " + std::to_string(input.size(1)) +
                              " channels instead");
+  const at::ScalarType actType = im.act == Act::F32 ? at::kFloat : at::kBFloat16;
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast).to(actType);
   const int64_t n = x.size(0);
   std::shared_ptr<const Plan> planPtr = im.plan(PlanKey{n, x.size(1), x.size(2), x.size(3), at::get_num_threads()});
   const Plan& p = *planPtr;
@@ -302,13 +308,16 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   // This call's buffers (re-entrancy: nothing mutable is shared between calls). Separate
   // allocations: each stays under glibc's mmap threshold longer, so the heap reuses it instead
   // of faulting fresh pages in on every call.
-  auto buffer = [](size_t floats) { return at::empty({static_cast<int64_t>(std::max<size_t>(floats, 16))}, at::kFloat); };
-  at::Tensor featA = buffer(p.featFloats[0]), featB = buffer(p.featFloats[1]), tmpABuf = buffer(p.tmpAFloats),
-             tmpBBuf = buffer(p.tmpBFloats), scratchBuf = buffer(p.scratchBytes / sizeof(float));
-  float* feat[2] = {featA.data_ptr<float>(), featB.data_ptr<float>()};
-  float* tmpA = tmpABuf.data_ptr<float>();
-  float* tmpB = tmpBBuf.data_ptr<float>();
-  float* scratch = scratchBuf.data_ptr<float>();
+  auto buffer = [](size_t size, at::ScalarType type) { return at::empty({static_cast<int64_t>(std::max<size_t>(size, 64))}, type); };
+  const at::Tensor featA = buffer(p.featSize[0], actType), featB = buffer(p.featSize[1], actType),
+                   tmpABuf = buffer(p.tmpASize, actType), tmpBBuf = buffer(p.tmpBSize, actType),
+                   scratchBuf = buffer(p.scratchBytes, at::kByte);
+  const int64_t bytes = actBytes(im.act);
+  char* feat[2] = {static_cast<char*>(featA.data_ptr()), static_cast<char*>(featB.data_ptr())};
+  void* tmpA = tmpABuf.data_ptr();
+  void* tmpB = tmpBBuf.data_ptr();
+  void* scratch = scratchBuf.data_ptr();
+  const at::Tensor pooled = at::empty({n, spec.fcWeight.size(1)}, at::kFloat);
   at::Tensor logits = at::empty({n, spec.fcWeight.size(0)}, at::kFloat);
 
   dnnl::stream stream(im.eng);
@@ -320,9 +329,10 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
     if (s.scratch.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(s.scratch, im.eng, scratch));
     s.prim.execute(stream, args);
   };
+  auto f = [](const at::Tensor& t) { return t.data_ptr<float>(); };
 
   Timer timer(times);
-  run(p.conv0, x.data_ptr<float>(), tmpA);
+  run(p.conv0, x.data_ptr(), tmpA);
   timer.lap("conv0 7x7 + relu");
   run(p.pool0, tmpA, feat[0]);
   timer.lap("max_pool 3x3");
@@ -330,47 +340,46 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
     const DenseBlockSpec& block = spec.blocks[b];
     const BlockPlan& bp = p.blocks[b];
     const int64_t pixels = n * bp.h * bp.w;
-    float* base = feat[b % 2];
+    char* base = feat[b % 2];
     std::vector<Segment> segments{{base, block.inChannels}};
     int64_t channels = block.inChannels;
     for (size_t l = 0; l < block.layers.size(); ++l) {
       const DenseLayerSpec& layer = block.layers[l];
-      bnReluConcat(segments, pixels, layer.norm1.scale.data_ptr<float>(), layer.norm1.shift.data_ptr<float>(), tmpA);
+      bnReluConcat(im.act, segments, pixels, f(layer.norm1.scale), f(layer.norm1.shift), tmpA);
       timer.lap("norm1 + relu (fused, in place of cat)");
       run(bp.conv1[l], tmpA, tmpB);
       timer.lap("conv1 1x1 + relu");
-      float* slot = base + pixels * channels;  // this layer's segment of the block buffer
+      char* slot = base + pixels * channels * bytes;  // this layer's segment of the block buffer
       run(bp.conv2[l], tmpB, slot);
       timer.lap("conv2 3x3");
       segments.push_back({slot, layer.conv2.outChannels()});
       channels += layer.conv2.outChannels();
     }
     if (block.hasTransition) {
-      bnReluConcatAvgPool2(segments, n, bp.h, bp.w, block.transitionNorm.scale.data_ptr<float>(),
-                           block.transitionNorm.shift.data_ptr<float>(), tmpA);
+      bnReluConcatAvgPool2(im.act, segments, n, bp.h, bp.w, f(block.transitionNorm.scale), f(block.transitionNorm.shift), tmpA);
       timer.lap("transition norm + relu + avg_pool");
       run(bp.transition, tmpA, feat[(b + 1) % 2]);
       timer.lap("transition conv 1x1");
     } else {
-      bnReluConcatMean(segments, n, bp.h * bp.w, spec.norm5.scale.data_ptr<float>(), spec.norm5.shift.data_ptr<float>(), tmpA);
+      bnReluConcatMean(im.act, segments, n, bp.h * bp.w, f(spec.norm5.scale), f(spec.norm5.shift), f(pooled));
       timer.lap("norm5 + relu + global avg_pool");
     }
   }
-  run(p.fc, tmpA, logits.data_ptr<float>());
+  run(p.fc, f(pooled), f(logits));
   timer.lap("classifier");
   return logits;
 }
 
 std::string DenseExecutor::summary() const {
   return "dense_executor(" + std::to_string(impl_->spec.blocks.size()) + " blocks, " + std::to_string(impl_->spec.denseLayers()) +
-         " layers)";
+         " layers" + (impl_->act == Act::BF16 ? ", bf16)" : ")");
 }
 
 #else  // no oneDNN headers at build time
 
 struct DenseExecutor::Impl {};
 
-std::unique_ptr<DenseExecutor> DenseExecutor::create(DenseNetSpec, const std::vector<int64_t>&, std::string& why) {
+std::unique_ptr<DenseExecutor> DenseExecutor::create(DenseNetSpec, const std::vector<int64_t>&, bool, std::string& why) {
   why = "built without oneDNN headers (libdnnl-dev)";
   return nullptr;
 }

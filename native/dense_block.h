@@ -28,9 +28,12 @@ using OpTimes = std::vector<std::pair<std::string, double>>;
 
 class DenseExecutor {
  public:
-  // Prepares the primitives for probeShape ([N, C, H, W]). nullptr, with the reason in `why`,
-  // when this build has no oneDNN (CMake found no dnnl.hpp) or oneDNN has no fast kernel here.
-  static std::unique_ptr<DenseExecutor> create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, std::string& why);
+  // Prepares the primitives for probeShape ([N, C, H, W]). bf16: activations and convolution
+  // weights in bf16 (BN, biases, the classifier and the logits stay fp32). nullptr, with the
+  // reason in `why`, when this build has no oneDNN (CMake found no dnnl.hpp) or oneDNN has no
+  // fast kernel on this CPU.
+  static std::unique_ptr<DenseExecutor> create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, bool bf16,
+                                               std::string& why);
   ~DenseExecutor();
   DenseExecutor(const DenseExecutor&) = delete;
   DenseExecutor& operator=(const DenseExecutor&) = delete;
@@ -40,7 +43,7 @@ class DenseExecutor {
   // With `times`, adds each step's wall time to it (slower: it waits after every step).
   at::Tensor forward(const at::Tensor& x, OpTimes* times = nullptr) const;
 
-  // "dense_executor(<blocks> blocks, <layers> layers)".
+  // "dense_executor(<blocks> blocks, <layers> layers[, bf16])".
   std::string summary() const;
 
  private:

@@ -300,12 +300,10 @@ struct Engine::Impl {
     DenseNetSpec spec;
     if (device.is_cuda())
       why = "runs on the CPU only";
-    else if (bf16)
-      why = "fp32 only; bf16 runs the graph";
     else if (!frozen)
       why = "the model is not frozen";
     else if (matchDenseNet(*module.get_method("forward").graph(), spec, why))
-      executor = DenseExecutor::create(std::move(spec), {1, opts.inputShape[0], opts.inputShape[1], opts.inputShape[2]}, why);
+      executor = DenseExecutor::create(std::move(spec), {1, opts.inputShape[0], opts.inputShape[1], opts.inputShape[2]}, bf16, why);
     if (!executor) {
       info.optimizations.push_back("dense_executor_unavailable(" + why + ")");
       return false;
