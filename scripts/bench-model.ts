@@ -351,7 +351,12 @@ with torch.no_grad():
         ['  alt: optimize_for_inference (NCHW)', 'ofi', driverArgs({ ...plain, channelsLast: false, ofi: true }), 'default'],
         ['  alt: channels-last + optimize_for_inference', 'cl+ofi', driverArgs({ ...plain, ofi: true }), 'default'],
       );
-      if (precisions.length > 1) steps.push(['  opt-in: bf16 autocast (plain graph)', 'bf16', driverArgs({ precision: 'bf16' }), 'default']);
+      if (precisions.length > 1) {
+        steps.push(
+          ['  opt-in: bf16 on the executor', 'bf16', driverArgs({ precision: 'bf16' }), 'default'],
+          ['  opt-in: bf16 autocast on the plain graph', 'bf16plain', driverArgs({ ...plain, precision: 'bf16' }), 'default'],
+        );
+      }
       const runners: Runner[] = [];
       for (const [, key, args] of steps) runners.push(await lineRunner(key, DRIVER, args));
       const base = steps[0]![1];
