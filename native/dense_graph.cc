@@ -31,7 +31,7 @@ struct NoMatch : std::runtime_error {
 };
 
 c10::IValue constant(Value* v, const char* what) {
-  c10::optional<c10::IValue> iv = torch::jit::toIValue(v);
+  auto iv = torch::jit::toIValue(v);  // c10::optional or std::optional, by libtorch version
   if (!iv) throw NoMatch(std::string(what) + " is not a constant (is the model frozen?)");
   return *iv;
 }
