@@ -54,6 +54,8 @@ const { values: opt } = parseArgs({
     'steps-only': { type: 'boolean', default: false },
     'no-tunables': { type: 'boolean', default: false },
     'no-onnx': { type: 'boolean', default: false },
+    onnx: { type: 'string' },
+    batches: { type: 'string', default: '1,8' },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -61,7 +63,8 @@ const { values: opt } = parseArgs({
 if (opt.help) {
   process.stdout.write(
     'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
-      '         [--no-python] [--no-onnx] [--no-steps | --steps-only] [--no-tunables] [--profile]\n',
+      '         [--batches 1,8] [--no-python] [--no-onnx | --onnx FILE] [--no-steps | --steps-only] [--no-tunables] [--profile]\n' +
+      '  --onnx FILE: an ONNX export of the same model (default: made with models/export.py --onnx-from)\n',
   );
   process.exit(0);
 }
@@ -79,6 +82,7 @@ if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
 }
 
 const threads = Number(opt.threads);
+const batches = opt.batches!.split(',').map(Number);
 const rounds = Number(opt.rounds ?? (opt.quick ? 4 : 12));
 const modelPath = resolve(opt.model!);
 const childEnv = { ...process.env };
@@ -208,12 +212,14 @@ async function ortRunner(python: string | undefined, dir: string, reference: Mod
     console.log('onnxruntime-node is not installed (optional devDependency): onnxruntime comparison skipped');
     return undefined;
   }
-  if (!python) {
-    console.log('no Python with torch to export the ONNX file: onnxruntime comparison skipped');
-    return undefined;
+  const onnx = opt.onnx ? resolve(opt.onnx) : join(dir, 'densenet.onnx');
+  if (!opt.onnx) {
+    if (!python) {
+      console.log('no Python with torch to export the ONNX file (or pass --onnx FILE): onnxruntime comparison skipped');
+      return undefined;
+    }
+    await run(python, [EXPORT_PY, '--onnx-from', modelPath, '--out', onnx], { quiet: true });
   }
-  const onnx = join(dir, 'densenet.onnx');
-  await run(python, [EXPORT_PY, '--onnx-from', modelPath, '--out', onnx], { quiet: true });
   const session = await ort.InferenceSession.create(await readFile(onnx), {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
@@ -304,7 +310,7 @@ async function main(): Promise<void> {
       }
       const ort = fp32 ? await ortRunner(python, dir, addon.model) : undefined;
       if (ort) runners.push(ort);
-      for (const b of [1, 8]) {
+      for (const b of batches) {
         const p = await paired(runners, b);
         const m = p.median;
         const col = (name: string, label = name) => (m.has(name) ? `  ${label} ${fmt(m.get(name)!)}` : '');
@@ -364,7 +370,7 @@ with torch.no_grad():
         `\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratios = median of per-round ratios, ` +
           `vs ${base} and vs the step it builds on; alternatives vs the default):`,
       );
-      for (const b of [1, 8]) {
+      for (const b of batches) {
         const p = await paired(runners, b);
         for (const [label, key, , prev] of steps) {
           const vsPrev = prev === key ? '' : `  ${ratio(p.ratio(key, prev))} vs ${prev}`;
@@ -383,7 +389,7 @@ with torch.no_grad():
 
 /** Where the time goes: the executor's steps (C++ driver) and the plain graph's ops (torch profiler). */
 async function profile(python: string | undefined): Promise<void> {
-  for (const b of [1, 8]) {
+  for (const b of batches) {
     const args = ['--model', modelPath, '--threads', String(threads), '--batches', String(b), '--iters', String(b === 1 ? 20 : 5), '--profile-ops'];
     const r = await run(DRIVER, args, { quiet: true });
     console.log(`\nexecutor steps, b${b} (densenet_bench --profile-ops; ms per forward, share):`);
