@@ -2,7 +2,7 @@
 // loop" and the accelerator check. Two modes:
 //   densenet_bench --model m.pt [opts] --batches 1,8 --iters 20     timed loop, prints medians
 //   densenet_bench --model m.pt [opts] --serve                       line protocol on stdin:
-//       "forward B ITERS" -> "TIMES ms1 ms2 ..." ; "quit"
+//       "forward B ITERS" -> "TIMES ms1 ms2 ... CPU cpu_ms1 cpu_ms2 ..." ; "quit"
 // Options: --device D --threads T --precision fp32|bf16 --no-channels-last --no-freeze
 //          --optimize-for-inference --profiling-executor --no-dense-executor --input-shape C,H,W --warmup W
 //          --profile-ops (after the timed loop: the DenseNet executor's per-step times, "OP b<N> <ms> <share> <step>")
@@ -160,8 +160,11 @@ int main(int argc, char** argv) {
         ls >> b >> n;
         std::vector<int64_t> shape{b, C, H, W};
         std::vector<float> in = makeInput(static_cast<size_t>(b * C * H * W), 42);
+        std::vector<double> cpu;
         std::printf("TIMES");
-        for (int k = 0; k < n; ++k) std::printf(" %.3f", timeForward(*engine, in, shape, out));
+        for (int k = 0; k < n; ++k) std::printf(" %.3f", timeForward(*engine, in, shape, out, &cpu));
+        std::printf(" CPU");
+        for (double c : cpu) std::printf(" %.3f", c);
         std::printf("\n");
         std::fflush(stdout);
       }

@@ -13,6 +13,8 @@
  *     alternatives that lost; each step next to the previous one.
  *  3. --profile: the executor's per-step times (densenet_bench --profile-ops) and the torch
  *     profiler's op shares for the plain graph in Python, b1 and b8.
+ * --cpu compares process CPU time per forward instead of wall time, with 1 thread by default:
+ * on a machine shared with other jobs that measures the work itself, not the scheduler.
  *
  * Pairing: every contender is one long-lived process (the addon and onnxruntime are this
  * process), loaded once; rounds alternate between them in rotating order, and each contender's
@@ -47,7 +49,7 @@ const { values: opt } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     model: { type: 'string', default: join(ROOT, 'models', 'densenet121.pt') },
-    threads: { type: 'string', default: String(availableParallelism()) },
+    threads: { type: 'string' },
     rounds: { type: 'string' },
     'no-python': { type: 'boolean', default: false },
     'no-steps': { type: 'boolean', default: false },
@@ -57,6 +59,7 @@ const { values: opt } = parseArgs({
     onnx: { type: 'string' },
     batches: { type: 'string', default: '1,8' },
     profile: { type: 'boolean', default: false },
+    cpu: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -64,7 +67,8 @@ if (opt.help) {
   process.stdout.write(
     'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
       '         [--batches 1,8] [--no-python] [--no-onnx | --onnx FILE] [--no-steps | --steps-only] [--no-tunables] [--profile]\n' +
-      '  --onnx FILE: an ONNX export of the same model (default: made with models/export.py --onnx-from)\n',
+      '  --onnx FILE: an ONNX export of the same model (default: made with models/export.py --onnx-from)\n' +
+      '  --cpu: compare process CPU time per forward instead of wall time (default --threads 1: robust to a busy machine)\n',
   );
   process.exit(0);
 }
@@ -81,7 +85,9 @@ if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
   process.exit(r.exitCode);
 }
 
-const threads = Number(opt.threads);
+const threads = Number(opt.threads ?? (opt.cpu ? 1 : availableParallelism()));
+/** What a runner reports per forward: wall-clock ms, or (--cpu) the process's CPU ms. */
+const metric = opt.cpu ? 'cpu' : 'wall';
 const batches = opt.batches!.split(',').map(Number);
 const rounds = Number(opt.rounds ?? (opt.quick ? 4 : 12));
 const modelPath = resolve(opt.model!);
@@ -136,7 +142,8 @@ async function lineRunner(name: string, file: string, args: string[]): Promise<R
       child.stdin.write(`forward ${b} ${iters}\n`);
       const line = await next();
       if (!line.startsWith('TIMES')) throw new Error(`${name}: unexpected answer ${line}`);
-      return line.split(' ').slice(1).map(Number);
+      const [wall, cpu] = line.slice('TIMES '.length).split(' CPU ');
+      return (metric === 'cpu' ? cpu! : wall!).split(' ').map(Number);
     },
     async close() {
       child.stdin.write('quit\n');
@@ -166,6 +173,19 @@ function driverArgs(o: DriverOptions, model = modelPath) {
   return a;
 }
 
+/** ms per call of f (wall clock, or this process's CPU time with --cpu). */
+async function timed(iters: number, f: () => Promise<unknown>): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await f();
+    const c = process.cpuUsage(c0);
+    times.push(metric === 'cpu' ? (c.user + c.system) / 1000 : performance.now() - t0);
+  }
+  return times;
+}
+
 /** The same random input per batch size for every in-process runner. */
 const inputs = new Map<number, Float32Array>();
 function inputFor(b: number): Float32Array {
@@ -185,13 +205,7 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner &
     model: m,
     async forward(b, iters) {
       const x = inputFor(b);
-      const times: number[] = [];
-      for (let i = 0; i < iters; i++) {
-        const t0 = performance.now();
-        await m.forward(x, [b, 3, 224, 224]);
-        times.push(performance.now() - t0);
-      }
-      return times;
+      return timed(iters, () => m.forward(x, [b, 3, 224, 224]));
     },
     async close() {
       m.dispose();
@@ -240,13 +254,7 @@ async function ortRunner(python: string | undefined, dir: string, reference: Mod
   return {
     name: 'ort',
     async forward(b, iters) {
-      const times: number[] = [];
-      for (let i = 0; i < iters; i++) {
-        const t0 = performance.now();
-        await forward(b);
-        times.push(performance.now() - t0);
-      }
-      return times;
+      return timed(iters, () => forward(b));
     },
     async close() {
       await session.release();
@@ -291,7 +299,7 @@ async function main(): Promise<void> {
   const python = opt['no-python'] ? undefined : await findTorchPython();
   const precisions = cpuHasAvx512Bf16() ? (['fp32', 'bf16'] as const) : (['fp32'] as const);
   console.log(
-    `bench:model  model=${modelPath}  threads=${threads}  rounds=${rounds}  GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}  ` +
+    `bench:model  model=${modelPath}  threads=${threads}  rounds=${rounds}  measure=${metric === 'cpu' ? 'process CPU ms per forward' : 'wall ms'}  GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}  ` +
       `OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'}`,
   );
   if (precisions.length === 1) console.log('bf16 skipped: this CPU lacks avx512_bf16');

@@ -6,7 +6,8 @@
       Writes the logits as raw float32 and prints their shapes as JSON. --input/--shape/--output
       may repeat (one process, one model load, several inputs).
   torch_forward.py serve --model M --threads T [--channels-last] [--no-profiling] [--precision bf16]
-      Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ...", "quit".
+      Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ... CPU ms ..."
+      (wall clock, then process CPU time per forward), "quit".
       --channels-last / --no-profiling / --precision apply the addon's optimisations, so the
       comparison is like for like.
   torch_forward.py profile --model M --threads T --batch B [--channels-last] [--no-profiling] [--iters N]
@@ -134,12 +135,13 @@ def main():
             continue
         b, n = int(parts[1]), int(parts[2])
         x = torch.rand((b, c, h, w), generator=g) * 4 - 2
-        times = []
+        times, cpu = [], []
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run(x)
             times.append((time.perf_counter() - t0) * 1000)
-        print("TIMES " + " ".join(f"{t:.3f}" for t in times), flush=True)
+            cpu.append((time.process_time() - c0) * 1000)
+        print("TIMES " + " ".join(f"{t:.3f}" for t in times) + " CPU " + " ".join(f"{t:.3f}" for t in cpu), flush=True)
 
 
 if __name__ == "__main__":
