@@ -5,6 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DENSENET_STREAM_STORES 1
+#endif
 
 // One binary for every x86-64 CPU: GCC/clang emit AVX-512 and AVX2 versions of the row
 // functions and pick one at load time (ifunc); other targets get the plain loop.
@@ -101,6 +107,39 @@ DENSENET_CLONES void bnReluMean(const bf16* s, int64_t hw, int64_t w, const floa
   bnReluMeanT(s, hw, w, a, b, d);
 }
 
+#ifdef DENSENET_STREAM_STORES
+// fp32 rows with non-temporal stores: a dst bigger than the caches is written without reading
+// each line first (no read-for-ownership), which halves the memory traffic of a write-only
+// pass. Needs width and dstStride multiples of 16 and a 64-byte aligned dst.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive inside _mm512_max_ps
+__attribute__((target("avx512f"))) void bnReluRowsStream(const float* src, int64_t rows, int64_t width, const float* scale,
+                                                         const float* shift, float* dst, int64_t dstStride) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * width;
+    float* d = dst + r * dstStride;
+    for (int64_t c = 0; c < width; c += 16) {
+      __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(s + c), _mm512_loadu_ps(scale + c), _mm512_loadu_ps(shift + c));
+      _mm512_stream_ps(d + c, _mm512_max_ps(zero, v));  // max(0, NaN) = NaN, as ATen's relu
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+// Streaming pays when dst would not stay in the cache for the convolution that reads it next:
+// from 8 MB (measured: norm1 25-35 -> 18-22 ms per b8 forward, 2 threads; the forward ~5 %
+// faster). Smaller outputs keep plain stores.
+bool streamStores(const std::vector<Segment>& segments, int64_t C, int64_t pixels, const void* dst) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  constexpr int64_t kThresholdBytes = int64_t{8} << 20;
+  if (!avx512 || C % 16 != 0 || reinterpret_cast<uintptr_t>(dst) % 64 != 0 || pixels * C * 4 < kThresholdBytes) return false;
+  for (const Segment& s : segments)
+    if (s.channels % 16 != 0) return false;
+  return true;
+}
+#endif
+
 int64_t totalChannels(const std::vector<Segment>& segments) {
   int64_t c = 0;
   for (const Segment& s : segments) c += s.channels;
@@ -110,16 +149,33 @@ int64_t totalChannels(const std::vector<Segment>& segments) {
 template <typename T>
 void concat(const std::vector<Segment>& segments, int64_t pixels, const float* scale, const float* shift, T* dst) {
   const int64_t C = totalChannels(segments);
+  bool stream = false;
+#ifdef DENSENET_STREAM_STORES
+  if constexpr (std::is_same_v<T, float>) stream = streamStores(segments, C, pixels, dst);
+#endif
   constexpr int64_t kTile = 32;  // pixels per tile: a tile of dst stays in L1/L2 while every segment is read
   at::parallel_for(0, (pixels + kTile - 1) / kTile, 8, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t p0 = t * kTile, rows = std::min(kTile, pixels - p0);
       int64_t off = 0;
       for (const Segment& s : segments) {
-        bnReluRows(static_cast<const T*>(s.data) + p0 * s.channels, rows, s.channels, scale + off, shift + off, dst + p0 * C + off, C);
+        const T* src = static_cast<const T*>(s.data) + p0 * s.channels;
+#ifdef DENSENET_STREAM_STORES
+        if constexpr (std::is_same_v<T, float>) {
+          if (stream) {
+            bnReluRowsStream(src, rows, s.channels, scale + off, shift + off, dst + p0 * C + off, C);
+            off += s.channels;
+            continue;
+          }
+        }
+#endif
+        bnReluRows(src, rows, s.channels, scale + off, shift + off, dst + p0 * C + off, C);
         off += s.channels;
       }
     }
+#ifdef DENSENET_STREAM_STORES
+    if (stream) _mm_sfence();  // this thread's streamed lines are visible before the convolution reads them
+#endif
   });
 }
 
