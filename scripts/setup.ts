@@ -19,8 +19,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Needed to build and run: libtorch + headers, Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
 export const RUNTIME_PACKAGES = ['libtorch-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
-/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples. */
-export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl'] as const;
+/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples, the Python baseline of `npm run bench` (Flask, gunicorn). */
+export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl', 'python3-flask', 'gunicorn'] as const;
 
 const NATIVE_ADDON = join(ROOT, 'build', 'Release', 'densenet.node');
 const TS_STAMP = join(ROOT, 'dist', '.setup-build-stamp');
