@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { predictRequest } from './lib/client/predict.js';
 import { benchImage } from './lib/bench/image.js';
-import { burst, loadRun, summarize, type BurstResult, type RunResult } from './lib/bench/load.js';
+import { burst, loadRun, summarize, topk, type BurstResult, type RunResult } from './lib/bench/load.js';
 import { measureRaw, type RawNumbers } from './lib/bench/raw-model.js';
 import { render, targets, type BenchResult, type PerConcurrency, type ServerMemory } from './lib/bench/report.js';
 import { mb, treeMemory } from './lib/bench/rss.js';
@@ -199,7 +199,14 @@ async function main(): Promise<void> {
     const serveInfo = await (await fetch(`${a.url}/`)).json();
     const m = (serveInfo as { model?: Record<string, unknown> }).model ?? {};
     console.log(`densenet-serve: ${m.device}, ${m.precision}, ${m.threads} threads, [${String(m.optimizations)}]${Object.keys(o.env).length ? `, env ${JSON.stringify(o.env)}` : ''}`);
-    if (base) console.log(`baseline: ${python} -m gunicorn -w 1 --threads 4 server:app (scripts/baseline/server.py)`);
+    if (base) {
+      console.log(`baseline: ${python} -m gunicorn -w 1 --threads 4 server:app (scripts/baseline/server.py)`);
+      // Same model, same image: the two must agree (to the one grey level the resamplers may differ by).
+      const [x, y] = [await topk(a, spec), await topk(base, spec)];
+      const same = x.filter((p) => y.some((q) => q.class_id === p.class_id)).length;
+      const diff = Math.max(...x.map((p) => Math.abs(p.confidence - (y.find((q) => q.class_id === p.class_id)?.confidence ?? 0))));
+      console.log(`same answer: top-1 ${x[0]!.class_id === y[0]!.class_id ? 'equal' : `DIFFERS (${x[0]!.class_id} vs ${y[0]!.class_id})`}, top-5 overlap ${same}/5, largest confidence difference ${diff.toFixed(4)}`);
+    }
 
     const runs: RunResult[] = [];
     const top = Math.max(...o.concurrency);

@@ -3,6 +3,7 @@
  * checked against the response schema) with its RSS sampled meanwhile, and the burst check.
  */
 import { HttpClient, type RequestSpec } from '../client/http.js';
+import { validatePredictResponse, type Prediction } from '../client/schema.js';
 import { runLoad } from '../client/load.js';
 import { median, percentile } from '../stats.js';
 import { sampleRss } from './rss.js';
@@ -112,4 +113,16 @@ export function summarize(runs: readonly RunResult[]): Summary {
     failed: runs.reduce((s, r) => s + r.failed, 0),
     peakRss: Math.max(...runs.map((r) => r.peakRss)),
   };
+}
+
+/** One request's validated top-5: both servers must classify the bench image alike. */
+export async function topk(server: Server, spec: RequestSpec): Promise<Prediction[]> {
+  const client = new HttpClient({ baseUrl: server.url, timeoutMs: 60_000 });
+  try {
+    const res = await client.request(spec);
+    if (res.status !== 200) throw new Error(`${server.name} answered ${res.status}: ${res.body.toString('utf8').slice(0, 300)}`);
+    return validatePredictResponse(JSON.parse(res.body.toString('utf8')), { topk: 5, batchSize: 1 }).predictions;
+  } finally {
+    client.close();
+  }
 }
