@@ -39,7 +39,7 @@ export function isRandomInit(card: ModelCard): boolean {
 
 export class ModelCardError extends AppError {
   constructor(readonly file: string, readonly field: string | undefined, message: string, cause?: unknown) {
-    super('MODEL_CARD_INVALID', 500, `model card ${file}: ${field ? `field "${field}": ` : ''}${message}`, { cause });
+    super('MODEL_CARD_INVALID', `model card ${file}: ${field ? `field "${field}": ` : ''}${message}`, { cause });
   }
 }
 

@@ -2,6 +2,7 @@
  * Environment -> typed, validated configuration. The only place that reads process.env for the
  * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 1.
  */
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { AppError } from './errors.js';
 
@@ -23,7 +24,11 @@ export interface Config {
   modelPath: string;
   device: DeviceSetting;
   precision: PrecisionSetting;
-  /** libtorch intra-op threads (the addon's own inference thread uses this many OpenMP workers). */
+  /** CPUs this process may use: the machine's, capped by a cgroup CPU quota (containers). */
+  cpus: number;
+  /** Model instances: inference threads sharing the loaded model, each running whole forwards. */
+  instances: number;
+  /** libtorch intra-op threads of each instance (its OpenMP team). instances x threads <= cpus. */
   threads: number;
   /** Most images coalesced into one forward. 1 turns batching off. */
   maxBatch: number;
@@ -54,11 +59,70 @@ export interface Config {
 
 export class ConfigError extends AppError {
   constructor(readonly variable: string, message: string) {
-    super('CONFIG_INVALID', 500, `${variable}: ${message}`);
+    super('CONFIG_INVALID', `${variable}: ${message}`);
   }
 }
 
 type Env = Record<string, string | undefined>;
+
+/** What the host offers; detected by default, given by tests. */
+export interface Host {
+  cpus: number;
+}
+
+/** CPUs of the machine, capped by the cgroup (v2 or v1) CPU quota when one is set. */
+export function detectHost(): Host {
+  const machine = os.availableParallelism();
+  let quota = Infinity;
+  try {
+    const [max, period] = readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (max !== 'max' && Number(period) > 0) quota = Number(max) / Number(period);
+  } catch {
+    try {
+      const q = Number(readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_quota_us', 'utf8'));
+      const p = Number(readFileSync('/sys/fs/cgroup/cpu/cpu.cfs_period_us', 'utf8'));
+      if (q > 0 && p > 0) quota = q / p;
+    } catch {
+      // No cgroup CPU controller visible: the machine's CPUs.
+    }
+  }
+  return { cpus: Math.max(1, Math.min(machine, Math.ceil(quota))) };
+}
+
+/**
+ * INSTANCES and THREADS ('auto' or numbers) -> numbers with instances x threads <= cpus.
+ * auto on CPU: one single-threaded instance per CPU (docs/design.md, "Model instances");
+ * on CUDA: one instance (the GPU runs one forward at a time) whose CPU side may use every CPU.
+ */
+function parallelism(env: Env, cpus: number, dev: DeviceSetting): { instances: number; threads: number } {
+  const inst = intOrAuto(env, 'INSTANCES', 1, 256);
+  const thr = intOrAuto(env, 'THREADS', 1, 1024);
+  const cuda = dev.startsWith('cuda');
+  let instances: number;
+  let threads: number;
+  if (inst === 'auto' && thr === 'auto') {
+    instances = cuda ? 1 : cpus;
+    threads = cuda ? cpus : 1;
+  } else if (inst === 'auto') {
+    threads = thr as number;
+    instances = cuda ? 1 : Math.max(1, Math.floor(cpus / threads));
+  } else if (thr === 'auto') {
+    instances = inst;
+    threads = Math.max(1, Math.floor(cpus / instances));
+  } else {
+    instances = inst;
+    threads = thr;
+  }
+  if (instances * threads > cpus) {
+    const name = inst === 'auto' ? 'THREADS' : 'INSTANCES';
+    throw new ConfigError(
+      name,
+      `INSTANCES x THREADS must not exceed the ${cpus} CPU(s) available (cgroup quota included), got ${instances} x ${threads}: ` +
+        'more OpenMP threads than cores make every forward slower',
+    );
+  }
+  return { instances, threads };
+}
 
 function raw(env: Env, name: string): string | undefined {
   const v = env[name];
@@ -135,23 +199,25 @@ function device(env: Env): DeviceSetting {
  * - QUEUE_LIMIT 64 images: 8 full batches ≈ 2 s of work at b8 on this CPU; deeper queues only
  *   turn into timeouts.
  */
-export function loadConfig(env: Env = process.env): Config {
-  const cores = os.availableParallelism();
+export function loadConfig(env: Env = process.env, machine: Host = detectHost()): Config {
+  const cores = machine.cpus;
   const maxBatch = int(env, 'MAX_BATCH', 8, 1, 256);
   const logLevel = oneOf<LogLevel>(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
   const apiToken = raw(env, 'API_TOKEN');
   if (apiToken !== undefined && apiToken.length < 8) {
     throw new ConfigError('API_TOKEN', 'must be at least 8 characters when set');
   }
+  const dev = device(env);
   const host = raw(env, 'HOST') ?? '0.0.0.0';
   if (/\s/.test(host)) throw new ConfigError('HOST', `invalid host ${JSON.stringify(host)}`);
   const cfg: Config = {
     port: int(env, 'PORT', 8080, 0, 65535),
     host,
     modelPath: raw(env, 'MODEL_PATH') ?? 'models/densenet121.pt',
-    device: device(env),
+    device: dev,
     precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
-    threads: int(env, 'THREADS', cores, 1, 1024),
+    cpus: cores,
+    ...parallelism(env, cores, dev),
     maxBatch,
     batchWindowMs: int(env, 'BATCH_WINDOW_MS', 50, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),
@@ -171,5 +237,5 @@ export function loadConfig(env: Env = process.env): Config {
 
 /** Config for tests and tools: defaults + overrides, validated the same way. */
 export function configFrom(overrides: Partial<Config> = {}, env: Env = {}): Config {
-  return { ...loadConfig(env), ...overrides };
+  return { ...loadConfig(env, { cpus: overrides.cpus ?? detectHost().cpus }), ...overrides };
 }

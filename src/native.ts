@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 export interface NativeLoadOptions {
   device: string;
   threads: number;
+  /** Inference threads sharing the loaded model (each with `threads` OpenMP workers). */
+  instances: number;
   precision: string;
   freeze: boolean;
   channelsLast: boolean;
@@ -25,6 +27,7 @@ export interface NativeModelInfo {
   cudaAvailable: boolean;
   torchVersion: string;
   threads: number;
+  instances: number;
   precision: string;
   optimizations: string[];
   inputShape: number[];
@@ -35,15 +38,24 @@ export interface NativeModelInfo {
 export interface NativeForwardResult {
   data: Float32Array;
   shape: number[];
+  /** Which instance ran it, and its compute time on that thread. */
+  instance: number;
+  seconds: number;
+}
+
+export interface NativeWarmupResult {
+  seconds: number;
+  instance: number;
 }
 
 /** Errors from the addon carry one of these codes. */
-export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
+export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_MODEL_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
 
-/** One model = one native inference thread (see native/worker.h). */
+/** One model = `instances` native inference threads sharing one loaded engine (native/worker.h). */
 export interface NativeModel {
   load(path: string, options: NativeLoadOptions): Promise<NativeModelInfo>;
-  warmup(batchSizes: number[]): Promise<number>;
+  /** On the given instance, or on whichever is free. */
+  warmup(batchSizes: number[], instance?: number): Promise<NativeWarmupResult>;
   forward(input: Float32Array, shape: number[]): Promise<NativeForwardResult>;
   dispose(): void;
   readonly disposed: boolean;
@@ -53,7 +65,6 @@ export interface NativeModel {
 
 export interface NativeAddon {
   Model: new () => NativeModel;
-  cpuHasAvx512Bf16(): boolean;
 }
 
 /** Repository root: src/native.ts and dist/src/native.js both sit two levels below it (or one). */

@@ -11,7 +11,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
-import { AppError } from './errors.js';
+import { AppError, isErrorCode } from './errors.js';
 import { ImageError, type ImageErrorCode, type PreprocessSpec } from './preprocess.js';
 
 /** Main -> worker. `image` is a copy the worker owns (transferred). */
@@ -23,7 +23,7 @@ export interface PreprocessTask {
 /** Worker -> main. */
 export type PreprocessReply =
   | { id: number; ok: true; tensor: Float32Array }
-  | { id: number; ok: false; message: string; code?: string; statusCode?: number };
+  | { id: number; ok: false; message: string; code?: string };
 
 export interface PreprocessWorkerData {
   spec: PreprocessSpec;
@@ -94,7 +94,7 @@ export class PreprocessPool {
 
   /** Decode and normalise one image on a worker. */
   run(image: Uint8Array): Promise<Float32Array> {
-    if (this.closed) return Promise.reject(new AppError('SHUTTING_DOWN', 503, 'the preprocessing pool is closed'));
+    if (this.closed) return Promise.reject(new AppError('SHUTTING_DOWN', 'the preprocessing pool is closed'));
     return new Promise<Float32Array>((resolve, reject) => {
       this.queue.push({ id: this.nextId++, image, resolve, reject });
       this.pump();
@@ -105,7 +105,7 @@ export class PreprocessPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const err = new AppError('SHUTTING_DOWN', 503, 'the preprocessing pool is closed');
+    const err = new AppError('SHUTTING_DOWN', 'the preprocessing pool is closed');
     for (const job of this.queue.splice(0)) job.reject(err);
     await Promise.all(
       this.slots.map(async (s) => {
@@ -128,14 +128,14 @@ export class PreprocessPool {
       worker.unref();
       if (reply.ok) job.resolve(reply.tensor);
       else if (reply.code !== undefined && IMAGE_CODES.has(reply.code)) job.reject(new ImageError(reply.code as ImageErrorCode, reply.message));
-      else if (reply.code !== undefined && reply.statusCode !== undefined) job.reject(new AppError(reply.code, reply.statusCode, reply.message));
-      else job.reject(new AppError('PREPROCESS_FAILED', 500, `image preprocessing failed: ${reply.message}`));
+      else if (isErrorCode(reply.code)) job.reject(new AppError(reply.code, reply.message));
+      else job.reject(new AppError('PREPROCESS_FAILED', `image preprocessing failed: ${reply.message}`));
       this.pump();
     });
     const died = (why: string): void => {
       const i = this.slots.indexOf(slot);
       if (i < 0) return; // already replaced
-      slot.job?.reject(new AppError('PREPROCESS_FAILED', 500, `image preprocessing worker ${why}`));
+      slot.job?.reject(new AppError('PREPROCESS_FAILED', `image preprocessing worker ${why}`));
       slot.job = undefined;
       if (this.closed) return;
       this.slots[i] = this.spawn();

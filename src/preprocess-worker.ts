@@ -23,7 +23,7 @@ port.on('message', (task: PreprocessTask) => {
     (err: unknown) => {
       const reply: PreprocessReply =
         err instanceof AppError
-          ? { id: task.id, ok: false, code: err.code, statusCode: err.statusCode, message: err.message }
+          ? { id: task.id, ok: false, code: err.code, message: err.message }
           : { id: task.id, ok: false, message: err instanceof Error ? err.message : String(err) };
       port.postMessage(reply);
     },

@@ -38,12 +38,11 @@ export interface PreprocessOptions {
 }
 
 export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE';
-const STATUS: Record<ImageErrorCode, number> = { EMPTY_IMAGE: 400, UNSUPPORTED_IMAGE: 415, CORRUPT_IMAGE: 400, IMAGE_TOO_LARGE: 413 };
 
 export class ImageError extends AppError {
   declare readonly code: ImageErrorCode;
   constructor(code: ImageErrorCode, message: string, cause?: unknown) {
-    super(code, STATUS[code], message, cause === undefined ? undefined : { cause });
+    super(code, message, cause === undefined ? undefined : { cause });
   }
 }
 

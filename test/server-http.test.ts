@@ -17,7 +17,7 @@ const labels = backend.card.labels;
 
 async function expected(img: Buffer, k = 5) {
   const tensor = await backend.preprocess(img);
-  const logits = await backend.forward(tensor, 1);
+  const { logits } = await backend.forward(tensor, 1);
   return { tensor, logits, top: softmaxTopk(logits, k, labels) };
 }
 

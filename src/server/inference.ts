@@ -4,7 +4,6 @@
  * is idle, decodeSlotsDuringForward() while a forward runs, so decoding never stalls a CPU
  * forward), the batcher, and softmax/top-k.
  */
-import { availableParallelism } from 'node:os';
 import { AppError } from '../errors.js';
 import { Batcher } from '../batcher.js';
 import type { Config } from '../config.js';
@@ -70,30 +69,39 @@ export function softmaxTopk(logits: Float32Array, k: number, labels: readonly st
 }
 
 /**
- * How many images may be decoded while a CPU forward runs. A CPU forward keeps THREADS OpenMP
- * workers busy and they meet at a barrier after every layer, so a decode that takes one of their
- * cores stalls all of them: on a box where THREADS covers every core, decoding during a forward
- * costs the forward more than the decode is worth (measured: c=16 on 2 vCPUs, see README).
- * Decodes then run between forwards, all at once, while the next batch forms. Spare cores
- * (CPUs - THREADS) may decode during a forward; a CUDA forward leaves the CPU free.
+ * How many images may be decoded while `forwards` CPU forwards run. A CPU forward keeps THREADS
+ * OpenMP workers busy and they meet at a barrier after every layer, so a decode that takes one of
+ * their cores stalls all of them (docs/design.md, "No decode during a CPU forward"). So only the
+ * cores no running forward uses may decode: CPUs - forwards x THREADS. With every instance busy
+ * on a box they fill, decodes wait for the next free instance. A CUDA forward leaves the CPU free.
+ * PREPROCESS_DURING_FORWARD=N overrides the count whenever any forward runs.
  */
-export function decodeSlotsDuringForward(
+export function decodeSlots(
   config: Pick<Config, 'preprocessConcurrency' | 'preprocessDuringForward'>,
   model: { device: string; threads: number },
   cpus: number,
+  forwards: number,
 ): number {
+  if (forwards === 0 || model.device.startsWith('cuda')) return config.preprocessConcurrency;
   if (config.preprocessDuringForward !== 'auto') return Math.min(config.preprocessDuringForward, config.preprocessConcurrency);
-  if (model.device.startsWith('cuda')) return config.preprocessConcurrency;
-  return Math.max(0, Math.min(config.preprocessConcurrency, cpus - model.threads));
+  return Math.max(0, Math.min(config.preprocessConcurrency, cpus - forwards * model.threads));
 }
 
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
 
+/** What each instance has done (GET / and /metrics). */
+export interface InstanceStats {
+  batches: number;
+  images: number;
+  busySeconds: number;
+}
+
 export class InferenceService {
   readonly batcher: Batcher;
   private readonly preprocessSlots: Semaphore;
-  /** Decodes allowed while a forward runs (see decodeSlotsDuringForward). */
+  /** Decodes allowed while every instance runs a forward (see decodeSlots). */
   readonly decodeSlotsDuringForward: number;
+  readonly instances: InstanceStats[];
   private admitted = 0;
 
   constructor(
@@ -103,13 +111,26 @@ export class InferenceService {
     batchSizes?: readonly number[],
   ) {
     const [c, h, w] = backend.info.inputShape;
-    const idleSlots = config.preprocessConcurrency;
-    this.decodeSlotsDuringForward = decodeSlotsDuringForward(config, backend.info, availableParallelism());
-    this.preprocessSlots = new Semaphore(idleSlots);
+    const { instances } = backend.info;
+    const cpus = config.cpus;
+    this.decodeSlotsDuringForward = decodeSlots(config, backend.info, cpus, instances);
+    this.preprocessSlots = new Semaphore(config.preprocessConcurrency);
+    this.instances = Array.from({ length: instances }, () => ({ batches: 0, images: 0, busySeconds: 0 }));
     const slots = this.preprocessSlots;
-    const during = this.decodeSlotsDuringForward;
     this.batcher = new Batcher({
-      forward: (input, n) => backend.forward(input, n),
+      forward: async (input, n) => {
+        const r = await backend.forward(input, n);
+        const stats = this.instances[r.instance];
+        if (stats) {
+          stats.batches++;
+          stats.images += n;
+          stats.busySeconds += r.seconds;
+        }
+        metrics.instanceBatches.inc({ instance: String(r.instance) });
+        metrics.instanceBusy.inc({ instance: String(r.instance) }, r.seconds);
+        return r.logits;
+      },
+      concurrency: instances,
       maxBatch: config.maxBatch,
       windowMs: config.batchWindowMs,
       // admit() is the real limit (it also counts images still being decoded and the running
@@ -121,9 +142,9 @@ export class InferenceService {
       ...(batchSizes ? { batchSizes } : {}),
       observer: {
         ...metrics.batchObserver,
-        inFlight: (n) => {
-          metrics.batchObserver.inFlight?.(n);
-          slots.setLimit(n > 0 ? during : idleSlots);
+        inFlight: (images, forwards) => {
+          metrics.batchObserver.inFlight?.(images, forwards);
+          slots.setLimit(decodeSlots(config, backend.info, cpus, forwards));
         },
       },
       // Images being decoded or waiting for a slot: the batcher's "more are on the way" signal.
@@ -139,8 +160,8 @@ export class InferenceService {
   admit(images: number): () => void {
     const cap = this.config.queueLimit + this.config.maxBatch;
     if (this.admitted + images > cap) {
-      throw new AppError('QUEUE_FULL', 503, `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
-        headers: { 'retry-after': String(this.batcher.retryAfterSeconds()) },
+      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
+        retryAfter: this.batcher.retryAfterSeconds(),
       });
     }
     this.admitted += images;
@@ -184,16 +205,19 @@ export class InferenceService {
     );
   }
 
-  /** Logits for each tensor, in order; deadline = what is left of the request's timeout. */
-  infer(tensors: readonly Float32Array[], startedAt: number): Promise<Float32Array[]> {
+  /**
+   * Logits for each tensor, in order; deadline = what is left of the request's timeout. When
+   * `signal` aborts (the client went away), queued work is dropped.
+   */
+  infer(tensors: readonly Float32Array[], startedAt: number, signal?: AbortSignal): Promise<Float32Array[]> {
     const left = this.config.requestTimeoutMs - (performance.now() - startedAt);
     if (left <= 0) {
       return Promise.reject(
-        new AppError('REQUEST_TIMEOUT', 503, `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
-          headers: { 'retry-after': String(this.batcher.retryAfterSeconds()) },
+        new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
+          retryAfter: this.batcher.retryAfterSeconds(),
         }),
       );
     }
-    return this.batcher.submit(tensors, { timeoutMs: Math.ceil(left) });
+    return this.batcher.submit(tensors, { timeoutMs: Math.ceil(left), ...(signal ? { signal } : {}) });
   }
 }

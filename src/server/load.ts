@@ -28,7 +28,12 @@ async function warmupImage(): Promise<Buffer> {
 
 export async function loadBackend(config: Config): Promise<InferenceBackend> {
   const card = await loadCard(cardPathFor(config.modelPath));
-  const model = await Model.load(config.modelPath, { device: config.device, threads: config.threads, precision: config.precision });
+  const model = await Model.load(config.modelPath, {
+    device: config.device,
+    threads: config.threads,
+    instances: config.instances,
+    precision: config.precision,
+  });
   const spec = specFromCard(card);
   const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
   const info = model.info;
@@ -39,6 +44,7 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       device: info.device,
       torchVersion: info.torchVersion,
       threads: info.threads,
+      instances: info.instances,
       precision: info.precision,
       optimizations: info.optimizations,
       loadSeconds: info.loadSeconds,
@@ -46,7 +52,10 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       numClasses: info.numClasses,
     },
     preprocess: (image) => pool.run(image),
-    forward: async (input, batch) => (await model.forward(input, [batch, c, h, w])).data,
+    forward: async (input, batch) => {
+      const r = await model.forward(input, [batch, c, h, w]);
+      return { logits: r.data, instance: r.instance, seconds: r.seconds };
+    },
     warmup: async (sizes) => {
       const t0 = performance.now();
       // Every preprocessing worker decodes a photo-sized JPEG once (module load, JIT), then the model.

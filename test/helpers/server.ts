@@ -42,7 +42,6 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     app,
     async close() {
       await app.close();
-      backend.dispose();
     },
   };
 }

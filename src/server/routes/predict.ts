@@ -24,7 +24,7 @@ export async function predictRoutes(app: FastifyInstance, opts: RouteOptions): P
     if (request.isMultipart()) return parseMultipartInput(request, limits);
     if (Buffer.isBuffer(request.body)) return parseRawInput(request.body, query, limits);
     if (request.body === undefined || request.body === null) {
-      throw new AppError('NO_IMAGE', 400, 'no image: send multipart/form-data, JSON {"image": "<base64>"}, or an image/* body');
+      throw new AppError('NO_IMAGE', 'no image: send multipart/form-data, JSON {"image": "<base64>"}, or an image/* body');
     }
     return parseJsonInput(request.body, query, limits);
   }
