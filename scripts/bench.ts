@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     const servers = base ? [a, base] : [a];
     const serveInfo = await (await fetch(`${a.url}/`)).json();
     const m = (serveInfo as { model?: Record<string, unknown> }).model ?? {};
-    console.log(`densenet-serve: ${m.device}, ${m.precision}, ${m.threads} threads, [${String(m.optimizations)}]${Object.keys(o.env).length ? `, env ${JSON.stringify(o.env)}` : ''}`);
+    console.log(`densenet-serve: ${m.device}, ${m.precision}, ${m.instances ?? 1} instance(s) x ${m.threads_per_instance ?? m.threads} thread(s), [${String(m.optimizations)}]${Object.keys(o.env).length ? `, env ${JSON.stringify(o.env)}` : ''}`);
     if (base) {
       console.log(`baseline: ${python} -m gunicorn -w 1 --threads 4 server:app (scripts/baseline/server.py)`);
       // Same model, same image: the two must agree (to the one grey level the resamplers may differ by).

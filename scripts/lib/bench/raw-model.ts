@@ -21,6 +21,8 @@ export interface RawNumbers {
   forwardMs: Record<number, number>;
   device: string;
   threads: number;
+  /** INSTANCES the server would run with the same environment (forwards side by side). */
+  instances: number;
 }
 
 interface ChildArgs {
@@ -38,8 +40,9 @@ async function child(a: ChildArgs): Promise<void> {
   const { loadConfig } = await import('../../../src/config.js');
   configureImageThreads();
   const spec = specFromCard(await loadCard(cardPathFor(a.modelPath)));
-  // The thread count the server would use with the same environment.
-  const model = await Model.load(a.modelPath, { threads: loadConfig(process.env).threads });
+  // One instance with the thread count each of the server's instances would use.
+  const config = loadConfig(process.env);
+  const model = await Model.load(a.modelPath, { threads: config.threads });
   const sizes = [1, 4, MAX_BATCH];
   await model.warmup(sizes);
   const img = await benchImage(a.width, a.height);
@@ -80,6 +83,7 @@ async function child(a: ChildArgs): Promise<void> {
     forwardMs,
     device: model.info.device,
     threads: model.info.threads,
+    instances: config.instances,
   };
   model.dispose();
   process.stdout.write(`RAW ${JSON.stringify(out)}\n`);
