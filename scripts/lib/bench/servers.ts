@@ -19,6 +19,7 @@ import { findTorchPython } from '../python.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SERVER_ENTRY = join(ROOT, 'dist/src/server/main.js');
+const ADDON = join(ROOT, 'build/Release/densenet.node');
 const BASELINE_DIR = join(ROOT, 'scripts/baseline');
 const READY_TIMEOUT_MS = 180_000;
 
@@ -46,20 +47,28 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-function newestMtime(dir: string): number {
+function newestMtime(dir: string, name: RegExp): number {
   let newest = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : e.name.endsWith('.ts') ? statSync(p).mtimeMs : 0);
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p, name) : name.test(e.name) ? statSync(p).mtimeMs : 0);
   }
   return newest;
 }
 
-/** densenet-serve runs from dist/ (as npm start and the image do): rebuild it if src/ is newer. */
+const stale = (output: string, sources: string, name: RegExp): boolean =>
+  !existsSync(output) || statSync(output).mtimeMs < newestMtime(join(ROOT, sources), name);
+
+/** densenet-serve runs from dist/ and build/ (as npm start and the image do): rebuild what is older than its sources. */
 export async function ensureBuilt(log: (s: string) => void): Promise<void> {
-  if (existsSync(SERVER_ENTRY) && statSync(SERVER_ENTRY).mtimeMs >= newestMtime(join(ROOT, 'src'))) return;
-  log('dist/ is older than src/: npm run build:ts');
-  await run('npm', ['run', 'build:ts'], { cwd: ROOT, hint: 'fix the TypeScript errors above' });
+  if (stale(ADDON, 'native', /\.(cc|h)$/)) {
+    log('the addon is older than native/: npm run build:native');
+    await run('npm', ['run', 'build:native'], { cwd: ROOT, hint: 'the addon needs libtorch-dev, cmake and g++ (npm run setup)' });
+  }
+  if (stale(SERVER_ENTRY, 'src', /\.ts$/)) {
+    log('dist/ is older than src/: npm run build:ts');
+    await run('npm', ['run', 'build:ts'], { cwd: ROOT, hint: 'fix the TypeScript errors above' });
+  }
 }
 
 /** Debian's Python with torch, and with Flask and gunicorn (npm run setup -- --test). */
