@@ -49,7 +49,7 @@ async function main(): Promise<void> {
   if (load0[0]! > cpus * 0.5) {
     console.log(
       `WARNING: the machine is busy (load ${f1(load0[0]!)} on ${cpus} CPUs): absolute numbers are not representative. Other processes on the\n` +
-        '  cores hurt an OpenMP team that spans every core (densenet-serve\'s THREADS default) far more than 1-thread forwards (the baseline).',
+        '  cores hurt an OpenMP team of several threads (THREADS > 1) far more than 1-thread forwards (the baseline\'s).',
     );
   }
 
