@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { makeImage, type ImageKind } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 const TOKEN = 'hostile-test-token-123';
 const server = await startServer({ maxBatch: 4, bodyLimit: 1024 * 1024, maxFiles: 10, httpRequestTimeoutMs: 1500, apiToken: TOKEN });

@@ -85,7 +85,7 @@ async function child(a: ChildArgs): Promise<void> {
     threads: model.info.threads,
     instances: config.instances,
   };
-  model.dispose();
+  await model.dispose();
   process.stdout.write(`RAW ${JSON.stringify(out)}\n`);
 }
 
