@@ -169,7 +169,7 @@ async function main(): Promise<void> {
       serveInfo,
       starts,
       memory,
-      runs: runs.map(({ latencies: _, ...r }) => r),
+      runs: runs.map((r) => ({ ...r, latencies: undefined })),
       perConcurrency,
       burst: bursts,
       ...(raw ? { raw } : {}),

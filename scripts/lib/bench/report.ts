@@ -40,7 +40,8 @@ export interface BenchResult {
   /** Spawn -> /readyz 200, ms, one per start. */
   starts: { serve: number[]; baseline: number[] };
   memory: { serve: ServerMemory; baseline?: ServerMemory; serveMetricsRss: number };
-  runs: Omit<RunResult, 'latencies'>[];
+  /** Every run, warm-up (round 0) included, without its latencies. */
+  runs: (Omit<RunResult, 'latencies'> & { latencies?: undefined })[];
   perConcurrency: PerConcurrency[];
   burst: { serve?: BurstResult; baseline?: BurstResult };
   raw?: RawNumbers;

@@ -19,7 +19,8 @@ import { findTorchPython } from '../python.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SERVER_ENTRY = join(ROOT, 'dist/src/server/main.js');
-const ADDON = join(ROOT, 'build/Release/densenet.node');
+/** Both made by `npm run build:native`: the libtorch addon and the preprocessing workers' image addon. */
+const ADDONS = ['densenet.node', 'densenet_image.node'].map((f) => join(ROOT, 'build/Release', f));
 const BASELINE_DIR = join(ROOT, 'scripts/baseline');
 const READY_TIMEOUT_MS = 180_000;
 
@@ -61,8 +62,8 @@ const stale = (output: string, sources: string, name: RegExp): boolean =>
 
 /** densenet-serve runs from dist/ and build/ (as npm start and the image do): rebuild what is older than its sources. */
 export async function ensureBuilt(log: (s: string) => void): Promise<void> {
-  if (stale(ADDON, 'native', /\.(cc|h)$/)) {
-    log('the addon is older than native/: npm run build:native');
+  if (ADDONS.some((a) => stale(a, 'native', /\.(cc|h)$/))) {
+    log('an addon is missing or older than native/: npm run build:native');
     await run('npm', ['run', 'build:native'], { cwd: ROOT, hint: 'the addon needs libtorch-dev, cmake and g++ (npm run setup)' });
   }
   if (stale(SERVER_ENTRY, 'src', /\.ts$/)) {
