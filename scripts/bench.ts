@@ -14,7 +14,7 @@ import { burst, loadRun, summarize, topk, type BurstResult, type RunResult } fro
 import { measureRaw, type RawNumbers } from './lib/bench/raw-model.js';
 import { HELP, UsageError, options, type Options } from './lib/bench/options.js';
 import { render, targets, type BenchResult, type PerConcurrency, type ServerMemory } from './lib/bench/report.js';
-import { mb, treeMemory } from './lib/bench/rss.js';
+import { mb, treeMemory, waitIdle } from './lib/bench/rss.js';
 import { ROOT, baselinePython, ensureBuilt, startBaseline, startServe, type Server } from './lib/bench/servers.js';
 
 const BURST_WITHIN_MS = 5000;
@@ -76,13 +76,16 @@ async function main(): Promise<void> {
       serve = await startServe(o.model, o.env);
       starts.serve.push(serve.startMs);
       atReady.serve = treeMemory(serve.pid).rss;
-      progress(`start ${i + 1}: densenet-serve ready in ${f1(serve.startMs)} ms, ${mb(atReady.serve)} MB`);
+      // Nothing else runs while a server starts or settles (background warm-up), so each start sees a quiet box.
+      const settle = await waitIdle(serve.pid);
+      progress(`start ${i + 1}: densenet-serve ready in ${f1(serve.startMs)} ms, ${mb(atReady.serve)} MB; idle ${f1(settle)} ms later`);
       if (python) {
         await base?.stop();
         base = await startBaseline(python, o.model);
         starts.baseline.push(base.startMs);
         atReady.baseline = treeMemory(base.pid).rss;
-        progress(`start ${i + 1}: baseline ready in ${f1(base.startMs)} ms, ${mb(atReady.baseline)} MB`);
+        const settleBase = await waitIdle(base.pid);
+        progress(`start ${i + 1}: baseline ready in ${f1(base.startMs)} ms, ${mb(atReady.baseline)} MB; idle ${f1(settleBase)} ms later`);
       }
     }
     const a = serve!;
