@@ -15,6 +15,7 @@ import { measureRaw, type RawNumbers } from './lib/bench/raw-model.js';
 import { HELP, UsageError, options, type Options } from './lib/bench/options.js';
 import { render, targets, type BenchResult, type PerConcurrency, type ServerMemory } from './lib/bench/report.js';
 import { mb, treeMemory, waitIdle } from './lib/bench/rss.js';
+import { InsideTracker, snapshot } from './lib/bench/inside.js';
 import { ROOT, baselinePython, ensureBuilt, startBaseline, startServe, type Server } from './lib/bench/servers.js';
 
 const BURST_WITHIN_MS = 5000;
@@ -104,8 +105,12 @@ async function main(): Promise<void> {
 
     const runs: RunResult[] = [];
     const top = Math.max(...o.concurrency);
+    const inside = new InsideTracker(Number(m.instances ?? 1));
     const once = async (s: Server, c: number, d: number, round: number): Promise<RunResult> => {
+      const tracked = s === a && round > 0;
+      const before = tracked ? await snapshot(a) : undefined;
       const r = await loadRun(s, spec, c, d, round);
+      if (before) inside.add(c, before, await snapshot(a), r.seconds);
       runs.push(r);
       const errs = Object.keys(r.errors).length ? ` ${JSON.stringify(r.errors)} e.g. ${Object.values(r.errorExamples)[0]}` : '';
       progress(`  ${round ? `round ${round}` : 'warm-up'} c=${c} ${s.name.padEnd(14)} ${f1(r.rps).padStart(6)} req/s  ${r.ok} ok ${r.failed} failed  peak ${mb(r.peakRss)} MB${errs}`);
@@ -130,6 +135,7 @@ async function main(): Promise<void> {
       }
       perConcurrency.push({
         concurrency: c,
+        inside: inside.get(c),
         serve: summarize(mine[0]!),
         ...(base ? { baseline: summarize(mine[1]!) } : {}),
         rpsRatios: base ? mine[0]!.map((r, i) => r.rps / mine[1]![i]!.rps) : [],

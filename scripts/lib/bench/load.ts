@@ -14,6 +14,8 @@ export interface RunResult {
   concurrency: number;
   round: number;
   rps: number;
+  /** Wall time of the run, in-flight requests at the deadline included. */
+  seconds: number;
   ok: number;
   failed: number;
   errors: Record<string, number>;
@@ -35,6 +37,7 @@ export async function loadRun(server: Server, spec: RequestSpec, concurrency: nu
       concurrency,
       round,
       rps: r.req_per_s,
+      seconds: r.duration_s,
       ok: r.ok,
       failed: r.failed,
       errors: r.errors,

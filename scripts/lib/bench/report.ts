@@ -3,6 +3,7 @@
  * memory, burst, raw model) and the issue-9 targets with PASS/FAIL, from one BenchResult.
  * The same BenchResult (less the raw latencies) is what lands in bench-results/*.json.
  */
+import type { Inside } from './inside.js';
 import type { BurstResult, RunResult, Summary } from './load.js';
 import { MAX_BATCH, type RawNumbers } from './raw-model.js';
 import { MB, mb } from './rss.js';
@@ -26,6 +27,8 @@ export interface PerConcurrency {
   baseline?: Summary;
   /** serve / baseline req/s in each round; its median is the ratio reported. */
   rpsRatios: number[];
+  /** densenet-serve's own /metrics over its rounds. */
+  inside: Inside | undefined;
 }
 
 export interface BenchResult {
@@ -124,6 +127,12 @@ export function render(r: BenchResult): string {
     String(p.concurrency), ...pct(p, 'p50'), ...pct(p, 'p95'), ...pct(p, 'p99'),
     base ? `${p.serve.ok}/${p.serve.failed}, ${p.baseline?.ok ?? 0}/${p.baseline?.failed ?? 0}` : `${p.serve.ok}/${p.serve.failed}`,
   ])));
+
+  out.push('\nInside densenet-serve during its rounds (its /metrics): mean batch, mean forward, share of the instances\' time spent in forwards, mean queue wait, mean decode');
+  out.push(table(['c', 'mean batch', 'forward ms', 'instances busy', 'queue wait ms', 'decode ms'], r.perConcurrency.map((p) => {
+    const i = p.inside;
+    return [String(p.concurrency), ...(i ? [i.meanBatch.toFixed(2), f1(i.forwardMs), `${(i.busyShare * 100).toFixed(0)} %`, f1(i.queueWaitMs), f1(i.preprocessMs)] : ['-', '-', '-', '-', '-'])];
+  })));
 
   const top = Math.max(...r.perConcurrency.map((p) => p.concurrency));
   out.push(`\nMemory: RSS in MB (1 MB = 10^6 bytes) of the whole process tree (gunicorn: master + worker), from /proc`);
