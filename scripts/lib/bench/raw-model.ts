@@ -35,8 +35,7 @@ interface ChildArgs {
 async function child(a: ChildArgs): Promise<void> {
   const { Model } = await import('../../../src/model.js');
   const { loadCard, cardPathFor } = await import('../../../src/card.js');
-  const { preprocess, specFromCard } = await import('../../../src/preprocess.js');
-  const { configureImageThreads } = await import('../../../src/preprocess-pool.js');
+  const { preprocess, specFromCard, configureImageThreads } = await import('../../../src/preprocess.js');
   const { loadConfig } = await import('../../../src/config.js');
   configureImageThreads();
   const spec = specFromCard(await loadCard(cardPathFor(a.modelPath)));
