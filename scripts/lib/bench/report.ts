@@ -139,7 +139,7 @@ export function render(r: BenchResult): string {
   const mem = r.memory;
   const row = (label: string, k: keyof ServerMemory): string[] => [label, ...both(mem.serve[k], mem.baseline?.[k], mb), ...(base ? [x2(mem.serve[k] / (mem.baseline?.[k] ?? NaN))] : [])];
   out.push(table(['', ...servers, ...(base ? ['ratio'] : [])], [
-    row('at ready (idle)', 'atReady'),
+    row('at ready (/readyz 200)', 'atReady'),
     row('idle after the warm-up traffic', 'idleAfterWarmup'),
     row(`peak sampled under c=${top}`, 'peakTopConcurrency'),
     row('peak sampled under any load', 'peakLoad'),
