@@ -28,11 +28,14 @@ export type PreprocessReply =
 export interface PreprocessWorkerData {
   spec: PreprocessSpec;
   maxPixels: number;
+  timeoutSeconds: number;
 }
 
 export interface PreprocessPoolOptions {
   spec: PreprocessSpec;
   maxPixels: number;
+  /** Decode timeout per image, seconds (0: none). */
+  timeoutSeconds?: number;
   /** Worker threads (>= 1). */
   size: number;
 }
@@ -52,7 +55,7 @@ export function configureImageThreads(): void {
   sharp.cache(false);
 }
 
-const IMAGE_CODES = new Set<string>(['EMPTY_IMAGE', 'UNSUPPORTED_IMAGE', 'CORRUPT_IMAGE', 'IMAGE_TOO_LARGE']);
+const IMAGE_CODES = new Set<string>(['EMPTY_IMAGE', 'UNSUPPORTED_IMAGE', 'CORRUPT_IMAGE', 'IMAGE_TOO_LARGE', 'DECODE_TIMEOUT']);
 
 /**
  * Built, this module and its worker are .js. Under tsx (tests, dev, bench) both are .ts, and the
@@ -117,7 +120,7 @@ export class PreprocessPool {
   }
 
   private spawn(): Slot {
-    const data: PreprocessWorkerData = { spec: this.opts.spec, maxPixels: this.opts.maxPixels };
+    const data: PreprocessWorkerData = { spec: this.opts.spec, maxPixels: this.opts.maxPixels, timeoutSeconds: this.opts.timeoutSeconds ?? 0 };
     const worker = new Worker(WORKER_ENTRY.entry, { workerData: data, name: 'preprocess', eval: WORKER_ENTRY.eval });
     worker.unref(); // an idle pool never keeps the process alive
     const slot: Slot = { worker, job: undefined };

@@ -8,14 +8,14 @@ import { AppError } from './errors.js';
 import { preprocess, type PreprocessSpec } from './preprocess.js';
 import { configureImageThreads, type PreprocessTask, type PreprocessReply, type PreprocessWorkerData } from './preprocess-pool.js';
 
-const { spec, maxPixels } = workerData as PreprocessWorkerData;
+const { spec, maxPixels, timeoutSeconds } = workerData as PreprocessWorkerData;
 const port = parentPort!;
 // After sharp has loaded here: loading sharp in a new thread turns libvips' (process-wide) op
 // cache back on, so the settings are made again by every worker.
 configureImageThreads();
 
 port.on('message', (task: PreprocessTask) => {
-  preprocess(new Uint8Array(task.image), spec as PreprocessSpec, { maxPixels }).then(
+  preprocess(new Uint8Array(task.image), spec as PreprocessSpec, { maxPixels, timeoutSeconds }).then(
     (tensor) => {
       const reply: PreprocessReply = { id: task.id, ok: true, tensor };
       port.postMessage(reply, [tensor.buffer as ArrayBuffer]);

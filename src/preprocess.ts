@@ -35,9 +35,11 @@ export interface PreprocessSpec {
 export interface PreprocessOptions {
   /** Largest accepted width × height (after decoding the header, before decoding pixels). */
   maxPixels: number;
+  /** libvips gives up decoding after this many seconds (DECODE_TIMEOUT); 0 or unset: never. */
+  timeoutSeconds?: number;
 }
 
-export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE';
+export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE' | 'DECODE_TIMEOUT';
 
 export class ImageError extends AppError {
   declare readonly code: ImageErrorCode;
@@ -96,8 +98,11 @@ export function centerCropOffsets(width: number, height: number, crop: number): 
   return { top: roundHalfEven((height - crop) / 2), left: roundHalfEven((width - crop) / 2) };
 }
 
-function classify(err: unknown, format: ImageFormat): ImageError {
+function classify(err: unknown, format: ImageFormat, timeoutSeconds = 0): ImageError {
   const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  if (/^timeout:/.test(msg)) {
+    return new ImageError('DECODE_TIMEOUT', `decoding the ${format} image took more than ${timeoutSeconds} s (DECODE_TIMEOUT_MS): send a smaller or simpler image`, err);
+  }
   if (/exceeds pixel limit/i.test(msg)) return new ImageError('IMAGE_TOO_LARGE', `image is too large: ${msg}`, err);
   if (/unsupported image format/i.test(msg)) {
     return new ImageError('UNSUPPORTED_IMAGE', `looks like ${format} but no decoder accepts it: ${msg}`, err);
@@ -125,10 +130,11 @@ export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpe
     decoded = await sharp(input, { ...common, autoOrient: true })
       .removeAlpha()
       .toColourspace('srgb')
+      .timeout({ seconds: opts.timeoutSeconds ?? 0 })
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw classify(err, format);
+    throw classify(err, format, opts.timeoutSeconds);
   }
   const { data, info } = decoded;
   const srcW = info.width;

@@ -5,7 +5,7 @@
  * forward), the batcher, and softmax/top-k.
  */
 import { AppError } from '../errors.js';
-import { Batcher } from '../batcher.js';
+import { Batcher, clientGone } from '../batcher.js';
 import type { Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import type { Metrics } from './metrics.js';
@@ -87,6 +87,12 @@ export function decodeSlots(
   return Math.max(0, Math.min(config.preprocessConcurrency, cpus - forwards * model.threads));
 }
 
+/** What a request's preprocessing is bound to: its start (for the deadline) and its client. */
+export interface RequestWork {
+  startedAt?: number;
+  signal?: AbortSignal | null;
+}
+
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
 
 /** What each instance has done (GET / and /metrics). */
@@ -158,12 +164,7 @@ export class InferenceService {
    * be called when the request is answered. Bounds memory even before the batcher's own queue.
    */
   admit(images: number): () => void {
-    const cap = this.config.queueLimit + this.config.maxBatch;
-    if (this.admitted + images > cap) {
-      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
-        retryAfter: this.batcher.retryAfterSeconds(),
-      });
-    }
+    this.checkRoom(images);
     this.admitted += images;
     this.metrics.inFlightRequests.inc();
     let released = false;
@@ -175,9 +176,31 @@ export class InferenceService {
     };
   }
 
-  async preprocessOne(image: Uint8Array): Promise<Float32Array> {
+  /** Throws QUEUE_FULL unless `images` more images could be admitted now (reserves nothing). */
+  checkRoom(images: number): void {
+    const cap = this.config.queueLimit + this.config.maxBatch;
+    if (this.admitted + images > cap) {
+      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
+        retryAfter: this.batcher.retryAfterSeconds(),
+      });
+    }
+  }
+
+  private deadlinePassed(): AppError {
+    return new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
+      retryAfter: this.batcher.retryAfterSeconds(),
+    });
+  }
+
+  /**
+   * Decode one image once a preprocessing slot is free. With `work`, a request whose client has
+   * gone or whose deadline has passed by then is not decoded at all.
+   */
+  async preprocessOne(image: Uint8Array, work: RequestWork = {}): Promise<Float32Array> {
     const slots = this.preprocessSlots;
     const done = slots.run(async () => {
+      if (work.signal?.aborted) throw clientGone();
+      if (work.startedAt !== undefined && performance.now() - work.startedAt >= this.config.requestTimeoutMs) throw this.deadlinePassed();
       this.metrics.preprocessWaiting.set(slots.waiting);
       const end = this.metrics.preprocess.startTimer();
       try {
@@ -190,19 +213,36 @@ export class InferenceService {
     return done;
   }
 
-  /** Preprocess every image; failures are per image (the caller decides whether one fails all). */
-  async preprocessAll(images: readonly Uint8Array[]): Promise<ImageOutcome[]> {
-    return Promise.all(
+  /**
+   * Preprocess every image; bad images fail alone (the caller decides whether one fails all).
+   * The request's deadline, or its client going away, fails the whole request, at once.
+   */
+  async preprocessAll(images: readonly Uint8Array[], work: RequestWork = {}): Promise<ImageOutcome[]> {
+    const all = Promise.all(
       images.map((img) =>
-        this.preprocessOne(img).then(
+        this.preprocessOne(img, work).then(
           (tensor): ImageOutcome => ({ ok: true, tensor }),
           (err: unknown): ImageOutcome => {
-            if (err instanceof AppError && err.statusCode < 500) return { ok: false, error: err };
+            if (err instanceof AppError && err.statusCode < 500 && err.code !== 'CLIENT_GONE') return { ok: false, error: err };
             throw err;
           },
         ),
       ),
     );
+    const signal = work.signal;
+    if (!signal) return all;
+    all.catch(() => {}); // settled later by decodes already running; the caller has moved on
+    let onAbort = (): void => {};
+    const gone = new Promise<never>((_, reject) => {
+      onAbort = () => reject(clientGone());
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([all, gone]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
@@ -211,13 +251,7 @@ export class InferenceService {
    */
   infer(tensors: readonly Float32Array[], startedAt: number, signal?: AbortSignal): Promise<Float32Array[]> {
     const left = this.config.requestTimeoutMs - (performance.now() - startedAt);
-    if (left <= 0) {
-      return Promise.reject(
-        new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
-          retryAfter: this.batcher.retryAfterSeconds(),
-        }),
-      );
-    }
+    if (left <= 0) return Promise.reject(this.deadlinePassed());
     return this.batcher.submit(tensors, { timeoutMs: Math.ceil(left), ...(signal ? { signal } : {}) });
   }
 }

@@ -35,7 +35,12 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
     precision: config.precision,
   });
   const spec = specFromCard(card);
-  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, size: config.preprocessConcurrency });
+  const pool = new PreprocessPool({
+    spec,
+    maxPixels: config.maxPixels,
+    timeoutSeconds: config.decodeTimeoutMs / 1000,
+    size: config.preprocessConcurrency,
+  });
   const info = model.info;
   const [c, h, w] = info.inputShape;
   return {
