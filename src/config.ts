@@ -149,7 +149,7 @@ export function inferBodyLimit(config: Pick<Config, 'bodyLimit' | 'maxBatch'>, f
  * client that stopped reading its response, or vanished, is cut.
  */
 export function connectionTimeoutMs(config: Pick<Config, 'requestTimeoutMs' | 'decodeTimeoutMs'>): number {
-  return config.requestTimeoutMs + config.decodeTimeoutMs + 10_000;
+  return config.requestTimeoutMs + config.decodeTimeoutMs + 5_000;
 }
 
 function raw(env: Env, name: string): string | undefined {

@@ -18,31 +18,47 @@ export interface Prediction {
 
 /**
  * Counting semaphore with a limit that can change (work already running is never interrupted;
- * a lower limit only holds back new work). Waiters are served in arrival order.
+ * a lower limit only holds back new work). Waiters with the same `owner` (one request's images)
+ * queue behind each other, and owners take turns: a request with 16 images does not make a
+ * one-image request behind it wait for all 16. Without an owner, arrival order.
  */
 export class Semaphore {
   private active = 0;
-  private readonly waiters: (() => void)[] = [];
+  private queued = 0;
+  /** Owner -> its waiters, owners in turn order (a Map keeps insertion order). */
+  private readonly waiters = new Map<unknown, (() => void)[]>();
   constructor(private limit: number) {}
   get running(): number {
     return this.active;
   }
   get waiting(): number {
-    return this.waiters.length;
+    return this.queued;
   }
   setLimit(limit: number): void {
     this.limit = limit;
     this.pump();
   }
   private pump(): void {
-    while (this.active < this.limit && this.waiters.length > 0) {
+    while (this.active < this.limit && this.queued > 0) {
+      const [owner, list] = this.waiters.entries().next().value as [unknown, (() => void)[]];
+      const wake = list.shift()!;
+      this.waiters.delete(owner);
+      if (list.length > 0) this.waiters.set(owner, list); // to the back of the turn order
+      this.queued--;
       this.active++;
-      this.waiters.shift()!();
+      wake();
     }
   }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active < this.limit && this.waiters.length === 0) this.active++;
-    else await new Promise<void>((r) => this.waiters.push(r));
+  async run<T>(fn: () => Promise<T>, owner: unknown = Symbol()): Promise<T> {
+    if (this.active < this.limit && this.queued === 0) this.active++;
+    else {
+      await new Promise<void>((r) => {
+        const list = this.waiters.get(owner);
+        if (list) list.push(r);
+        else this.waiters.set(owner, [r]);
+        this.queued++;
+      });
+    }
     try {
       return await fn();
     } finally {
@@ -193,22 +209,23 @@ export class InferenceService {
   }
 
   /**
-   * Decode one image once a preprocessing slot is free. With `work`, a request whose client has
-   * gone or whose deadline has passed by then is not decoded at all.
+   * Decode one image once a preprocessing slot is free. A request whose client has gone or whose
+   * deadline has passed by then is not decoded at all. Pass the same `work` for all images of a
+   * request: requests take turns at the slots.
    */
   async preprocessOne(image: Uint8Array, work: RequestWork = {}): Promise<Float32Array> {
     const slots = this.preprocessSlots;
     const done = slots.run(async () => {
+      this.metrics.preprocessWaiting.set(slots.waiting);
       if (work.signal?.aborted) throw clientGone();
       if (work.startedAt !== undefined && performance.now() - work.startedAt >= this.config.requestTimeoutMs) throw this.deadlinePassed();
-      this.metrics.preprocessWaiting.set(slots.waiting);
       const end = this.metrics.preprocess.startTimer();
       try {
         return await this.backend.preprocess(image);
       } finally {
         end();
       }
-    });
+    }, work); // one request's images take turns with other requests' (Semaphore owner)
     this.metrics.preprocessWaiting.set(slots.waiting);
     return done;
   }
