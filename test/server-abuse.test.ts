@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import t, { type Test } from 'tap';
-import { configFrom, connectionTimeoutMs, type Config } from '../src/config.js';
+import { MAX_BODY_LIMIT, configFrom, connectionTimeoutMs, type Config } from '../src/config.js';
 import { INTERNAL_MESSAGE } from '../src/errors.js';
 import { buildApp } from '../src/server/app.js';
 import { fakeBackend, fakeImage, type FakeBackend } from './helpers/fake-backend.js';
@@ -107,6 +107,16 @@ t.test('MAX_CONCURRENT_REQUESTS: one more is refused before its body; slots come
     t.equal((await app.inject({ method: 'POST', url: '/predict', payload: { image: 'bad!' } })).statusCode, 400);
   }
   app.ctx.config.maxConcurrentRequests = 2;
+  await stillServing(t, url);
+});
+
+t.test("a body larger than V8's longest string: 413 from its Content-Length, even with MAX_BATCH 256", async (t) => {
+  const { url } = await serve({ maxBatch: 256, queueLimit: 1024, bodyLimit: MAX_BODY_LIMIT });
+  for (const path of ['/predict', '/v2/models/densenet121/infer']) {
+    const r = parseReply(await headersOnly(url, path, json, 2000, MAX_BODY_LIMIT + 1));
+    t.equal(r.status, 413, `${path}: refused before reading`);
+    t.equal(r.body.code, 'BODY_TOO_LARGE');
+  }
   await stillServing(t, url);
 });
 
