@@ -149,6 +149,19 @@ t.test('a client that leaves while its images wait for decoding: the rest is not
   await stillServing(t, url);
 });
 
+t.test('requests take turns at the decoders: one image is not queued behind ten', async (t) => {
+  const { url, backend } = await serve({ preprocessConcurrency: 1, batchWindowMs: 0 });
+  slowDecodes(backend, 50);
+  const t0 = performance.now();
+  const big = send(url, '/predict', json, JSON.stringify({ images: Array.from({ length: 10 }, (_, i) => b64(i)) })).then((r) => ({ ...r, at: performance.now() - t0 }));
+  await sleep(20);
+  const small = await send(url, '/predict', json, JSON.stringify({ image: b64(7) })).then((r) => ({ ...r, at: performance.now() - t0 }));
+  const b = await big;
+  t.same([b.status, small.status], [200, 200]);
+  t.comment(`10 images answered at ${b.at.toFixed(0)} ms, the single image at ${small.at.toFixed(0)} ms (50 ms per decode)`);
+  t.ok(small.at < b.at / 2, 'the single image is decoded after at most two of the ten');
+});
+
 t.test('the deadline is checked before each decode', async (t) => {
   const { url, backend } = await serve({ preprocessConcurrency: 1, requestTimeoutMs: 250 });
   const decodes = slowDecodes(backend, 100);
