@@ -137,6 +137,18 @@ t.test('9 requests with batch_size=8 that leave after 100 ms: their queued work 
   t.equal(await gauge(url, 'inference_requests_in_flight'), 0);
 });
 
+t.test('a /v2 client that leaves: its queued tensors are dropped', async (t) => {
+  const { url, backend } = await serve({ maxBatch: 2 }, { delayMs: 300 });
+  const v2 = (n: number) => Buffer.from(JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [n, 3, 4, 4], data: Array(48 * n).fill(1) }] }));
+  const first = send(url, '/v2/models/densenet121/infer', json, v2(2));
+  await sleep(50);
+  await leave(url, '/v2/models/densenet121/infer', json, v2(2), 100);
+  t.equal((await first).status, 200);
+  await sleep(400);
+  t.same(backend.batches, [2], 'only the first request reached the model');
+  t.equal(await gauge(url, 'inference_queue_depth'), 0);
+});
+
 t.test('a client that leaves while its images wait for decoding: the rest is not decoded', async (t) => {
   const { url, backend } = await serve({ preprocessConcurrency: 1 });
   const decodes = slowDecodes(backend, 60);

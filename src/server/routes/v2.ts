@@ -115,7 +115,7 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
         const size = c * h * w;
         const tensors = Array.from({ length: n! }, (_, i) => flat.subarray(i * size, (i + 1) * size));
         release = service.admit(n!);
-        const logits = await service.infer(tensors, started);
+        const logits = await service.infer(tensors, started, request.clientSignal ?? undefined);
         ctx.metrics.images.inc({ endpoint: 'v2_infer' }, n!);
         ctx.recordOutcome('v2_infer');
         const k = backend.info.numClasses;
