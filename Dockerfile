@@ -37,7 +37,7 @@ ARG TORCH_SOURCE=apt
 ARG MODEL_SOURCE=export
 ENV DEBIAN_FRONTEND=noninteractive
 # Toolchain, libtorch headers (apt mode) and Python torch for the exporter (export mode).
-# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; shared/README.md).
+# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; docs/design.md#machine-and-environment).
 RUN set -eu; \
     pkgs="ca-certificates cmake g++ make"; \
     if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libopenblas0-openmp"; fi; \
@@ -59,7 +59,8 @@ RUN set -eu; \
     export npm_config_nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"; \
     if [ "$TORCH_SOURCE" = context ]; then export CMAKE_PREFIX_PATH=/app/third_party/libtorch; fi; \
     npm run build:native; \
-    test -f build/Release/densenet.node
+    test -f build/Release/densenet.node; \
+    test -f build/Release/densenet_image.node
 
 # The runtime gets only the shared libraries the addon really links (its ldd closure), not the
 # libtorch1.13 package with all its dependencies (OpenCV, FFmpeg, Qt, GDAL, Mesa's LLVM: ~370 MB
@@ -105,6 +106,7 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules/ node_modules/
 COPY --from=build /app/dist/ dist/
 COPY --from=build /app/build/Release/densenet.node build/Release/densenet.node
+COPY --from=build /app/build/Release/densenet_image.node build/Release/densenet_image.node
 COPY --from=build /app/models/densenet121.pt /app/models/densenet121.json models/
 # A context libtorch (CUDA) keeps the path it was built against, so rpath and LD_LIBRARY_PATH agree.
 COPY --from=build /app/third_party/ third_party/
@@ -112,7 +114,7 @@ COPY --from=build /app/third_party/ third_party/
 # libcuda.so.1 only appears at run time with the NVIDIA runtime).
 RUN if [ "$TORCH_SOURCE" = apt ] && ldd build/Release/densenet.node | grep 'not found'; then exit 1; fi
 
-# Stable timings and ~40 % less RSS with glibc malloc (shared/README.md, "libtorch and the model").
+# Stable timings and ~40 % less RSS with glibc malloc (docs/design.md#allocator-settings).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \

@@ -10,10 +10,12 @@
 //  - The TSFN is unref'd while the model is idle, so Node can exit; it is ref'd (and the Model
 //    pinned against GC) while any promise is pending.
 //  - dispose(): queued jobs are rejected (MODEL_DISPOSED), running ones finish, the engine is
-//    destroyed on instance 0, then the JS thread joins it and releases the TSFN.
+//    destroyed on instance 0, then the JS thread joins it, releases the TSFN and resolves the
+//    promise dispose() returned (await it before process.exit(): no torch code is running then).
 //  - Env teardown: Node finalizes the TSFN; the finalizer stops and joins the pool.
 //  - process.exit(): an atexit handler stops and joins every pool before libtorch's static
 //    destructors run, and nothing is delivered to JS any more.
+#include <malloc.h>
 #include <napi.h>
 
 #include <atomic>
@@ -53,7 +55,7 @@ std::set<Core*> gCores;
 
 // What an inference thread sends back: plain data, no N-API objects.
 struct Completion {
-  enum class Kind { Loaded, Forwarded, WarmedUp, Failed, Exited } kind = Kind::Failed;
+  enum class Kind { Loaded, Forwarded, WarmedUp, Trimmed, Failed, Exited } kind = Kind::Failed;
   uint64_t id = 0;
   std::string code, message;
   EngineInfo info;
@@ -70,10 +72,11 @@ struct Core {
   Tsfn tsfn;
   std::unique_ptr<InstancePool> pool;
   std::unordered_map<uint64_t, Napi::Promise::Deferred> deferreds;  // JS thread only
-  uint64_t nextId = 1;                                               // JS thread only
-  Model* owner = nullptr;     // valid while deferreds is not empty (the Model is pinned then)
-  bool loadRequested = false;  // JS thread only
-  bool released = false;       // JS thread only
+  uint64_t nextId = 1;                                              // JS thread only
+  Model* owner = nullptr;                                           // valid while deferreds is not empty (the Model is pinned then)
+  bool loadRequested = false;                                       // JS thread only
+  bool released = false;                                            // JS thread only: the pool has exited and the TSFN is released
+  std::vector<Napi::Promise::Deferred> exitWaiters;                 // JS thread only: dispose() promises
 
   Core() {
     std::lock_guard<std::mutex> lock(gCoresMutex);
@@ -168,6 +171,11 @@ class LoadJob : public PromiseJob {
  protected:
   Completion* compute(InstanceContext& ctx) override {
     ctx.engine = Engine::load(path_, opts_);
+    // libtorch/oneDNN build function-local statics during the probe forward; their destructors
+    // run at exit() in reverse order of registration, i.e. BEFORE an atexit handler registered
+    // earlier. Registering ours again now makes it join the inference threads before those go.
+    static std::once_flag again;
+    std::call_once(again, [] { std::atexit(atExit); });
     ctx.pool.start(instances_);
     Completion* c = make(Completion::Kind::Loaded);
     c->info = ctx.engine->info();
@@ -219,6 +227,18 @@ class WarmupJob : public PromiseJob {
   std::vector<int64_t> sizes_;
 };
 
+// Hands the heap's free pages back to the system (glibc keeps them otherwise; see the
+// GLIBC_TUNABLES trade-off in docs/design.md). Called by JS once the model has been idle a while.
+class TrimJob : public PromiseJob {
+ protected:
+  Completion* compute(InstanceContext&) override {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    return make(Completion::Kind::Trimmed);
+  }
+};
+
 Napi::Value infoToJs(Napi::Env env, const EngineInfo& info, int instances) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("path", info.path);
@@ -248,10 +268,11 @@ Napi::Error makeError(Napi::Env env, const std::string& code, const std::string&
 class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "Model",
-                       {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"),
-                        InstanceMethod<&Model::Forward>("forward"), InstanceMethod<&Model::Dispose>("dispose"),
-                        InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
+    return DefineClass(
+        env, "Model",
+        {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"), InstanceMethod<&Model::Forward>("forward"),
+         InstanceMethod<&Model::Dispose>("dispose"), InstanceMethod<&Model::ReleaseMemory>("releaseMemory"),
+         InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
   }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -259,14 +280,15 @@ class Model : public Napi::ObjectWrap<Model> {
     core_ = std::make_shared<Core>();
     // The TSFN's context keeps its own share of the Core until the TSFN is finalized.
     auto* holder = new std::shared_ptr<Core>(core_);
-    core_->tsfn = Tsfn::New(env, "densenet-model", 0, 1, core_.get(),
-                            [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
-                              // Normal release or env teardown: stop and join the pool, then let go.
-                              (*h)->pool->shutdown();
-                              (*h)->pool->join();
-                              delete h;
-                            },
-                            holder);
+    core_->tsfn = Tsfn::New(
+        env, "densenet-model", 0, 1, core_.get(),
+        [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
+          // Normal release or env teardown: stop and join the pool, then let go.
+          (*h)->pool->shutdown();
+          (*h)->pool->join();
+          delete h;
+        },
+        holder);
     core_->tsfn.Unref(env);
     Core* raw = core_.get();
     core_->pool = std::make_unique<InstancePool>([raw] {
@@ -287,7 +309,7 @@ class Model : public Napi::ObjectWrap<Model> {
     Napi::Promise::Deferred d = it->second;
     core_->deferreds.erase(it);
     if (core_->deferreds.empty()) {
-      core_->tsfn.Unref(env);
+      if (core_->exitWaiters.empty()) core_->tsfn.Unref(env);  // a dispose() promise keeps it ref'd
       core_->owner = nullptr;
       Unref();
     }
@@ -398,12 +420,22 @@ class Model : public Napi::ObjectWrap<Model> {
     return submit<ForwardJob>(env, InstancePool::kAnyInstance, std::move(buffer), std::move(shape));
   }
 
+  Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) { return submit<TrimJob>(info.Env(), InstancePool::kAnyInstance); }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto d = Napi::Promise::Deferred::New(env);
+    if (core_->released) {
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    if (core_->exitWaiters.empty()) core_->tsfn.Ref(env);  // until "exited" arrives
+    core_->exitWaiters.push_back(d);
     if (!disposed_) {
       disposed_ = true;
       core_->pool->shutdown();  // queued jobs are rejected, the engine freed, then "exited"
     }
-    return info.Env().Undefined();
+    return d.Promise();
   }
 
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
@@ -415,13 +447,28 @@ class Model : public Napi::ObjectWrap<Model> {
   bool disposed_ = false;
 };
 
+void settle(Napi::Env env, Core* core, const Completion& c);
+
+// Runs on the JS thread for each completion. Nothing may throw out of here (it would terminate
+// the process): a failure to settle during environment teardown is dropped.
 void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
   std::unique_ptr<Completion> c(raw);
   if (env == nullptr || core == nullptr) return;  // TSFN torn down: nothing to answer any more
+  try {
+    settle(env, core, *c);
+  } catch (const Napi::Error&) {
+  }
+}
+
+void settle(Napi::Env env, Core* core, const Completion& completion) {
+  const Completion* c = &completion;
   if (c->kind == Completion::Kind::Exited) {
     core->pool->join();  // instance 0 has finished its work; this returns at once
     if (!core->released) {
       core->released = true;
+      Napi::HandleScope scope(env);
+      for (auto& d : core->exitWaiters) d.Resolve(env.Undefined());
+      core->exitWaiters.clear();
       core->tsfn.Release();  // -> finalizer drops the TSFN's share of the Core
     }
     return;
@@ -430,9 +477,8 @@ void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
   Napi::HandleScope scope(env);
   Napi::Promise::Deferred d = core->owner->take(env, c->id);
   switch (c->kind) {
-    case Completion::Kind::Loaded:
-      d.Resolve(infoToJs(env, c->info, c->instances));
-      break;
+    case Completion::Kind::Loaded: d.Resolve(infoToJs(env, c->info, c->instances)); break;
+    case Completion::Kind::Trimmed: d.Resolve(env.Undefined()); break;
     case Completion::Kind::WarmedUp: {
       Napi::Object r = Napi::Object::New(env);
       r.Set("seconds", c->seconds);
@@ -453,9 +499,7 @@ void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
       d.Resolve(r);
       break;
     }
-    default:
-      d.Reject(makeError(env, c->code, c->message).Value());
-      break;
+    default: d.Reject(makeError(env, c->code, c->message).Value()); break;
   }
 }
 

@@ -27,13 +27,13 @@ class EngineError : public std::runtime_error {
 };
 
 struct EngineOptions {
-  std::string device = "auto";     // cpu | cuda | cuda:N | auto (= cuda when available)
-  int threads = 0;                 // intra-op threads; 0 = libtorch's default
-  std::string precision = "fp32";  // fp32 | bf16 (autocast; CPU needs avx512_bf16)
-  bool freeze = true;              // torch::jit::freeze when the file is not frozen yet
-  bool channelsLast = true;        // weights + input in channels-last (avoids oneDNN reorders)
-  bool optimizeForInference = false;  // torch::jit::optimize_for_inference (measured slower than channels-last)
-  bool profilingExecutor = false;  // process-wide; off = only the first call per input kind is slow
+  std::string device = "auto";                   // cpu | cuda | cuda:N | auto (= cuda when available)
+  int threads = 0;                               // intra-op threads; 0 = libtorch's default
+  std::string precision = "fp32";                // fp32 | bf16 (autocast; CPU needs avx512_bf16)
+  bool freeze = true;                            // torch::jit::freeze when the file is not frozen yet
+  bool channelsLast = true;                      // weights + input in channels-last (avoids oneDNN reorders)
+  bool optimizeForInference = false;             // torch::jit::optimize_for_inference (measured slower than channels-last)
+  bool profilingExecutor = false;                // process-wide; off = only the first call per input kind is slow
   std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
 };
 

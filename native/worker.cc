@@ -16,10 +16,8 @@ bool InstancePool::post(std::unique_ptr<Job> job, int instance) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_ || instance >= static_cast<int>(own_.size())) return false;
-    if (instance == kAnyInstance)
-      shared_.push_back(std::move(job));
-    else
-      own_[static_cast<size_t>(instance)]->push_back(std::move(job));
+    if (instance == kAnyInstance) shared_.push_back(std::move(job));
+    else own_[static_cast<size_t>(instance)]->push_back(std::move(job));
   }
   cv_.notify_all();
   return true;

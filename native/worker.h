@@ -71,7 +71,7 @@ class InstancePool {
   bool stopping_ = false;
   int attached_ = 0;  // instances 1..N-1 that have run attachThread()
   std::function<void()> onExit_;
-  std::unique_ptr<Engine> engine_;  // assigned and destroyed on instance 0 only
+  std::unique_ptr<Engine> engine_;   // assigned and destroyed on instance 0 only
   std::vector<std::thread> others_;  // instances 1..N-1: started and joined by instance 0
   std::thread first_;                // instance 0: joined by join()
 };

@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { cardPathFor, isRandomInit, loadCard } from '../src/card.js';
 import { Model } from '../src/model.js';
+import { softmaxTopk } from '../src/predictions.js';
 import { preprocess, specFromCard } from '../src/preprocess.js';
 import { DEFAULT_MODEL_PATH } from './export-model.js';
 
@@ -64,23 +65,6 @@ function parseArgs(argv: readonly string[]): Args {
   return a;
 }
 
-export interface Prediction {
-  class_id: number;
-  class_name: string;
-  confidence: number;
-}
-
-/** Softmax over one row of logits, then the k largest (ties: lower class id first). */
-export function topK(logits: Float32Array, labels: readonly string[], k: number): Prediction[] {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  let sum = 0;
-  const p = new Float64Array(logits.length);
-  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i]! - max);
-  const idx = Array.from(p.keys()).sort((a, b) => p[b]! - p[a]! || a - b).slice(0, k);
-  return idx.map((i) => ({ class_id: i, class_name: labels[i] ?? `class ${i}`, confidence: p[i]! / sum }));
-}
-
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   if (args.help || args.images.length === 0) {
@@ -112,7 +96,7 @@ async function main(): Promise<void> {
     const classes = shape[1];
     const results = args.images.map((file, i) => ({
       file,
-      predictions: topK(data.subarray(i * classes, (i + 1) * classes), card.labels, args.topk),
+      predictions: softmaxTopk(data.subarray(i * classes, (i + 1) * classes), args.topk, card.labels),
     }));
     if (args.json) {
       console.log(JSON.stringify({ model_variant: card.variant, weights: card.weights, forward_ms: ms, results }, null, 2));
@@ -129,7 +113,7 @@ async function main(): Promise<void> {
     }
     console.log(`\n${card.variant} on ${model.info.device}, ${model.info.threads} threads, batch ${inputs.length}: forward ${ms.toFixed(1)} ms`);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 

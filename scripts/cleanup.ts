@@ -2,7 +2,7 @@
  * `npm run cleanup`: delete the Knative Service (its revisions and routes go with it);
  * `--cluster` also deletes the kind cluster. Idempotent: what is already gone is reported, not an error.
  */
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bool, helpText, optStr, parseOptions, str, type OptionTable } from './lib/args.js';
 import { log, runMain } from './lib/cli.js';

@@ -2,7 +2,7 @@
  * `npm run status`: the Knative Service, its revisions with their traffic share, pods, URL and
  * recent events. Read-only.
  */
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helpText, int, parseOptions, str, type OptionTable } from './lib/args.js';
 import { log, runMain } from './lib/cli.js';

@@ -40,8 +40,9 @@ export interface BatcherOptions {
   /** Default per-request deadline (queue wait + compute). */
   timeoutMs: number;
   /**
-   * Batch sizes the model is run at (ascending, last = maxBatch). A batch of n images is padded
-   * with zero images up to the smallest size >= n. Default: every size 1..maxBatch (no padding).
+   * Batch sizes the model may run at now (the warmed-up ones; serve() adds more). A batch takes
+   * at most the largest of them, and n images are padded with zero images up to the smallest
+   * size >= n. Default: every size 1..maxBatch (no padding).
    */
   batchSizes?: readonly number[];
   observer?: BatchObserver;
@@ -88,16 +89,32 @@ export class Batcher {
   private closing = false;
   private idleWaiters: (() => void)[] = [];
   private lastSecondsPerImage = 0.05;
-  readonly batchSizes: readonly number[];
+  private sizes: number[];
 
   constructor(private readonly opts: BatcherOptions) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError('maxBatch must be >= 1');
     this.concurrency = opts.concurrency ?? 1;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new RangeError('concurrency must be >= 1');
-    const sizes = opts.batchSizes ?? Array.from({ length: opts.maxBatch }, (_, i) => i + 1);
-    const sorted = [...new Set(sizes)].filter((s) => s >= 1 && s <= opts.maxBatch).sort((a, b) => a - b);
-    if (sorted[sorted.length - 1] !== opts.maxBatch) sorted.push(opts.maxBatch);
-    this.batchSizes = sorted;
+    this.sizes = [];
+    for (const s of opts.batchSizes ?? Array.from({ length: opts.maxBatch }, (_, i) => i + 1)) this.serve(s);
+    if (this.sizes.length === 0) throw new RangeError(`batchSizes must hold a size in 1..${opts.maxBatch}`);
+  }
+
+  /** Batch sizes run now, ascending. */
+  get batchSizes(): readonly number[] {
+    return this.sizes;
+  }
+
+  /** Allows batches of `size` from now on (it has been warmed up). */
+  serve(size: number): void {
+    if (!Number.isInteger(size) || size < 1 || size > this.opts.maxBatch || this.sizes.includes(size)) return;
+    this.sizes = [...this.sizes, size].sort((a, b) => a - b);
+    this.schedule();
+  }
+
+  /** The most images one forward may take now. */
+  private get limit(): number {
+    return this.sizes[this.sizes.length - 1]!;
   }
 
   /** Images waiting (not yet in a forward). */
@@ -212,7 +229,7 @@ export class Batcher {
   private schedule(): void {
     if (this.running >= this.concurrency || this.queued === 0) return;
     const incoming = this.opts.incoming?.() ?? Infinity;
-    if (this.queued >= this.opts.maxBatch) {
+    if (this.queued >= this.limit) {
       this.dispatch();
     } else if (this.opts.windowMs <= 0 || incoming === 0) {
       // Let requests that arrive in the same event-loop turn share the forward.
@@ -239,7 +256,8 @@ export class Batcher {
     }
     if (this.running >= this.concurrency) return;
     const batch: Entry[] = [];
-    while (batch.length < this.opts.maxBatch && this.queue.length > 0) {
+    const limit = this.limit;
+    while (batch.length < limit && this.queue.length > 0) {
       const e = this.queue.shift()!;
       if (e.req.settled) continue; // timed out while waiting: already counted out
       batch.push(e);
@@ -251,7 +269,7 @@ export class Batcher {
     this.queued -= batch.length;
     this.opts.observer?.depth?.(this.queued);
     const n = batch.length;
-    const padded = this.batchSizes.find((s) => s >= n) ?? n;
+    const padded = this.sizes.find((s) => s >= n) ?? n;
     const size = this.opts.imageSize;
     const input = new Float32Array(padded * size); // zero-filled: padding rows stay 0
     const now = performance.now();

@@ -1,19 +1,19 @@
 /**
  * Environment -> typed, validated configuration. The only place that reads process.env for the
- * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 1.
+ * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 2.
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { DEVICE_SYNTAX, PRECISIONS, isDevice, type Device, type Precision } from './device.js';
 import { AppError } from './errors.js';
+import { DEFAULT_IMAGE_FORMATS, SUPPORTED_FORMATS, type ImageFormat } from './preprocess.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-export type DeviceSetting = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type PrecisionSetting = 'fp32' | 'bf16';
 
 /**
  * The malloc settings the server is meant to run with (stable forward timings, lower RSS:
- * shared/README.md). glibc reads them only at process start, so they cannot be set from here:
+ * docs/design.md#allocator-settings). glibc reads them only at process start, so not from here:
  * `npm start` and the Dockerfile put the same value in the environment; the benchmarks and
  * tests that start servers use this constant.
  */
@@ -23,8 +23,8 @@ export interface Config {
   port: number;
   host: string;
   modelPath: string;
-  device: DeviceSetting;
-  precision: PrecisionSetting;
+  device: Device;
+  precision: Precision;
   /** CPUs this process may use: the machine's, capped by a cgroup CPU quota (containers). */
   cpus: number;
   /** Model instances: inference threads sharing the loaded model, each running whole forwards. */
@@ -54,7 +54,7 @@ export interface Config {
   logLevel: LogLevel;
   /** SIGTERM/SIGINT: how long in-flight work may take before the process gives up (exit 1). */
   drainTimeoutMs: number;
-  /** Images preprocessed at once: as many worker threads, each decode also on one libuv pool thread and one libvips thread. */
+  /** Images preprocessed at once, each on one libuv pool thread (and one libvips thread while decoding). */
   preprocessConcurrency: number;
   /** Images decoded at once while a forward runs; 'auto': CPUs - THREADS on CPU, all on CUDA. */
   preprocessDuringForward: number | 'auto';
@@ -62,6 +62,8 @@ export interface Config {
   maxFiles: number;
   /** Whole-request receive deadline (slow-body / slowloris guard), ms. */
   httpRequestTimeoutMs: number;
+  /** Image formats accepted; others -> 415 UNSUPPORTED_IMAGE. */
+  imageFormats: readonly ImageFormat[];
 }
 
 export class ConfigError extends AppError {
@@ -101,7 +103,7 @@ export function detectHost(): Host {
  * auto on CPU: one single-threaded instance per CPU (docs/design.md, "Model instances");
  * on CUDA: one instance (the GPU runs one forward at a time) whose CPU side may use every CPU.
  */
-function parallelism(env: Env, cpus: number, dev: DeviceSetting): { instances: number; threads: number } {
+function parallelism(env: Env, cpus: number, dev: Device): { instances: number; threads: number } {
   const inst = intOrAuto(env, 'INSTANCES', 1, 256);
   const thr = intOrAuto(env, 'THREADS', 1, 1024);
   const cuda = dev.startsWith('cuda');
@@ -216,33 +218,32 @@ function decodeTimeout(env: Env): number {
   return ms;
 }
 
-function device(env: Env): DeviceSetting {
+/** A comma-separated subset of SUPPORTED_FORMATS (case-insensitive, 'jpg' allowed), at least one. */
+function imageFormats(env: Env): readonly ImageFormat[] {
+  const v = raw(env, 'IMAGE_FORMATS');
+  if (v === undefined) return DEFAULT_IMAGE_FORMATS;
+  const names = v.toLowerCase().split(',').map((f) => f.trim()).filter((f) => f !== '').map((f) => (f === 'jpg' ? 'jpeg' : f));
+  const unknown = names.filter((f) => !(SUPPORTED_FORMATS as readonly string[]).includes(f));
+  if (names.length === 0 || unknown.length > 0) {
+    throw new ConfigError('IMAGE_FORMATS', `expected a comma-separated list of ${SUPPORTED_FORMATS.join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return SUPPORTED_FORMATS.filter((f) => names.includes(f));
+}
+
+function device(env: Env): Device {
   const v = raw(env, 'DEVICE');
   if (v === undefined) return 'auto';
   const lower = v.toLowerCase();
-  if (lower === 'auto' || lower === 'cpu' || lower === 'cuda' || /^cuda:\d{1,2}$/.test(lower)) return lower as DeviceSetting;
-  throw new ConfigError('DEVICE', `expected auto, cpu, cuda or cuda:<index>, got ${JSON.stringify(v)}`);
+  if (isDevice(lower)) return lower;
+  throw new ConfigError('DEVICE', `expected ${DEVICE_SYNTAX}, got ${JSON.stringify(v)}`);
 }
 
 /**
- * Defaults, measured on the 2-vCPU dev VM (numbers in the HTTP report / README):
- * - MAX_BATCH 8: b8 costs ~0.7-0.8x per image of b1 on CPU, so batching buys ~25-30 % throughput
- *   under load; beyond 8 the per-image gain is flat while latency of a full batch keeps growing.
- * - BATCH_WINDOW_MS 50: the window only applies while the model is idle AND other images are
- *   still being decoded (Batcher `incoming`); a lone request runs at once (c=1 pays nothing) and a
- *   full batch runs at once. On CPU no decode starts during a forward (PREPROCESS_DURING_FORWARD
- *   auto), so after each forward the waiting images are decoded two at a time and the batch must
- *   wait for them: 8 photos take ~30-60 ms on 2 vCPUs. With 5 ms the batches at c=16 averaged
- *   2 images; with 40 ms 5.5-6.4; with 50-60 ms 7-7.9 (and the most req/s).
- * - THREADS = all CPUs. Measured on the quiet 2-vCPU VM (npm run bench, 6 s runs, one after the
- *   other): THREADS=2 -> c=1 p50 46-58 ms, c=16 25.7-27.7 req/s (batching on);
- *   THREADS=1 -> c=1 p50 67-73 ms, c=16 15.8-16.3 req/s. An earlier run that favoured 1 thread
- *   was taken while other heavy processes shared the cores: libtorch's OpenMP team waits for all
- *   its threads at every layer, so on a box shared with OTHER busy processes THREADS=1 degrades
- *   far less (the bench warns when the machine is busy). In Kubernetes the deploy script derives
- *   THREADS from the CPU limit.
- * - QUEUE_LIMIT 64 images: 8 full batches ≈ 2 s of work at b8 on this CPU; deeper queues only
- *   turn into timeouts.
+ * Defaults (measurements: docs/design.md#defaults):
+ * - MAX_BATCH 8: past 8 the per-image gain of batching is flat and a full batch's latency grows.
+ * - BATCH_WINDOW_MS 50: long enough for the images decoded after a forward to join the next batch.
+ * - INSTANCES, THREADS auto: one single-threaded instance per CPU (parallelism() above).
+ * - QUEUE_LIMIT 64 (or 4 x MAX_BATCH): ~2 s of work at b8 on CPU; deeper queues only time out.
  */
 export function loadConfig(env: Env = process.env, machine: Host = detectHost()): Config {
   const cores = machine.cpus;
@@ -260,7 +261,7 @@ export function loadConfig(env: Env = process.env, machine: Host = detectHost())
     host,
     modelPath: raw(env, 'MODEL_PATH') ?? 'models/densenet121.pt',
     device: dev,
-    precision: oneOf<PrecisionSetting>(env, 'PRECISION', 'fp32', ['fp32', 'bf16']),
+    precision: oneOf<Precision>(env, 'PRECISION', 'fp32', PRECISIONS),
     cpus: cores,
     ...parallelism(env, cores, dev),
     maxBatch,
@@ -278,11 +279,49 @@ export function loadConfig(env: Env = process.env, machine: Host = detectHost())
     preprocessDuringForward: intOrAuto(env, 'PREPROCESS_DURING_FORWARD', 0, 256),
     maxFiles: int(env, 'MAX_FILES', 16, 1, 1024),
     httpRequestTimeoutMs: int(env, 'HTTP_REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
+    imageFormats: imageFormats(env),
   };
   return cfg;
 }
 
-/** Config for tests and tools: defaults + overrides, validated the same way. */
+/** The environment variable behind each field (configFrom writes overrides back through it). */
+const ENV_NAMES: Record<Exclude<keyof Config, 'cpus'>, string> = {
+  port: 'PORT',
+  host: 'HOST',
+  modelPath: 'MODEL_PATH',
+  device: 'DEVICE',
+  precision: 'PRECISION',
+  instances: 'INSTANCES',
+  threads: 'THREADS',
+  maxBatch: 'MAX_BATCH',
+  batchWindowMs: 'BATCH_WINDOW_MS',
+  queueLimit: 'QUEUE_LIMIT',
+  bodyLimit: 'BODY_LIMIT',
+  maxPixels: 'MAX_PIXELS',
+  maxRequestPixels: 'MAX_REQUEST_PIXELS',
+  decodeTimeoutMs: 'DECODE_TIMEOUT_MS',
+  maxConcurrentRequests: 'MAX_CONCURRENT_REQUESTS',
+  requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
+  apiToken: 'API_TOKEN',
+  logLevel: 'LOG_LEVEL',
+  drainTimeoutMs: 'DRAIN_TIMEOUT_MS',
+  preprocessConcurrency: 'PREPROCESS_CONCURRENCY',
+  preprocessDuringForward: 'PREPROCESS_DURING_FORWARD',
+  maxFiles: 'MAX_FILES',
+  httpRequestTimeoutMs: 'HTTP_REQUEST_TIMEOUT_MS',
+  imageFormats: 'IMAGE_FORMATS',
+};
+
+/**
+ * Config for tests and tools: `env` plus `overrides`, validated the same way as the environment
+ * (each override goes through its variable's parser, so a bad one throws ConfigError naming it).
+ * `cpus` stands in for the host's CPU count.
+ */
 export function configFrom(overrides: Partial<Config> = {}, env: Env = {}): Config {
-  return { ...loadConfig(env, { cpus: overrides.cpus ?? detectHost().cpus }), ...overrides };
+  const { cpus, ...rest } = overrides;
+  const merged: Env = { ...env };
+  for (const [key, value] of Object.entries(rest) as [keyof typeof ENV_NAMES, unknown][]) {
+    merged[ENV_NAMES[key]] = value === undefined ? undefined : String(value);
+  }
+  return loadConfig(merged, { cpus: cpus ?? detectHost().cpus });
 }

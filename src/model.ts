@@ -4,14 +4,14 @@
  * All libtorch work runs on the addon's own inference threads, one per instance (native/worker.h).
  */
 import { availableParallelism } from 'node:os';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { cardPathFor } from './card.js';
+import { DEVICE_SYNTAX, cpuHasAvx512Bf16, isDevice, isPrecision, type Device, type Precision } from './device.js';
 import { AppError, ERRORS, type ErrorCode } from './errors.js';
 import { loadNative, type NativeModel } from './native.js';
-
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type Precision = 'fp32' | 'bf16';
+import { isPositiveInt } from './validate.js';
 
 export interface LoadOptions {
   device?: Device;
@@ -85,8 +85,6 @@ export class ForwardError extends AppError {
   }
 }
 
-const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
-
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'Array';
@@ -94,28 +92,11 @@ function typeName(v: unknown): string {
   return typeof v;
 }
 
-function isPositiveInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
-}
-
-let bf16Cpu: boolean | undefined;
-/** avx512_bf16 in /proc/cpuinfo (bf16 on a CPU without it is slower than fp32). */
-export function cpuHasAvx512Bf16(): boolean {
-  if (bf16Cpu === undefined) {
-    try {
-      bf16Cpu = /^flags\s*:.*\bavx512_bf16\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
-    } catch {
-      bf16Cpu = false;
-    }
-  }
-  return bf16Cpu;
-}
-
 function validateOptions(o: LoadOptions): void {
-  if (o.device !== undefined && (typeof o.device !== 'string' || !DEVICE_RE.test(o.device))) {
-    throw new ModelOptionError(`Expected device 'auto', 'cpu', 'cuda' or 'cuda:N' but received ${JSON.stringify(o.device)}`);
+  if (o.device !== undefined && !isDevice(o.device)) {
+    throw new ModelOptionError(`Expected device ${DEVICE_SYNTAX} but received ${JSON.stringify(o.device)}`);
   }
-  if (o.precision !== undefined && o.precision !== 'fp32' && o.precision !== 'bf16') {
+  if (o.precision !== undefined && !isPrecision(o.precision)) {
     throw new ModelOptionError(`Expected precision 'fp32' or 'bf16' but received ${JSON.stringify(o.precision)}`);
   }
   if (o.threads !== undefined && (!isPositiveInt(o.threads) || o.threads > 1024)) {
@@ -139,9 +120,8 @@ function validateOptions(o: LoadOptions): void {
 
 /** input_shape from the model card next to the file (models/x.pt -> models/x.json), if any. */
 async function cardInputShape(modelPath: string): Promise<[number, number, number] | undefined> {
-  const cardPath = modelPath.replace(/\.[^./]+$/, '') + '.json';
   try {
-    const card = JSON.parse(await readFile(cardPath, 'utf8')) as { input_shape?: unknown };
+    const card = JSON.parse(await readFile(cardPathFor(modelPath), 'utf8')) as { input_shape?: unknown };
     const s = card.input_shape;
     if (Array.isArray(s) && s.length === 3 && s.every(isPositiveInt)) return s as [number, number, number];
   } catch {
@@ -196,7 +176,7 @@ export class Model {
       };
       return new Model(native, info);
     } catch (err) {
-      native.dispose();
+      void native.dispose();
       const e = err as NativeError;
       if (e.code === 'INVALID_MODEL_OPTION') throw new ModelOptionError(e.message);
       const msg = e.message.includes(abs) ? e.message : `Cannot load model ${abs}: ${e.message}`;
@@ -243,9 +223,21 @@ export class Model {
     return { data: r.data, shape: [r.shape[0] ?? 0, r.shape[1] ?? 0], instance: r.instance, seconds: r.seconds };
   }
 
-  /** Further calls fail with MODEL_DISPOSED; queued calls are rejected, a running one finishes. */
-  dispose(): void {
-    this.#native.dispose();
+  /**
+   * Gives the memory freed since the last forward back to the system. The allocator keeps it
+   * otherwise (fast reuse, stable timings); call it when the model goes idle.
+   */
+  async releaseMemory(): Promise<void> {
+    if (this.disposed) return;
+    await this.#call(() => this.#native.releaseMemory());
+  }
+
+  /**
+   * Further calls fail with MODEL_DISPOSED; queued calls are rejected, running ones finish.
+   * Resolves once no inference thread runs torch code any more (safe to process.exit()).
+   */
+  dispose(): Promise<void> {
+    return this.#native.dispose();
   }
 
   async #call<T>(fn: () => Promise<T>): Promise<T> {
@@ -255,7 +247,7 @@ export class Model {
       const e = err as NativeError;
       if (e.code === 'MODEL_DISPOSED') throw new ModelDisposedError();
       if (e.code === 'FORWARD_FAILED') throw new ForwardError(`Forward failed: ${e.message}`, { cause: err });
-      if (e.code === 'INVALID_MODEL_OPTION') throw new RangeError(e.message);
+      if (e.code === 'INVALID_MODEL_OPTION') throw new RangeError(e.message, { cause: err });
       throw err;
     }
   }

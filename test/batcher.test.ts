@@ -209,3 +209,19 @@ t.test('concurrency 2: two batches run at once, each instance takes the next bat
   t.equal(most, 2, 'two forwards overlapped, never more');
   t.throws(() => new Batcher({ ...base, concurrency: 0, forward }), RangeError);
 });
+
+t.test('only warmed sizes run: [1] alone runs single images; serve(4) allows batches of 4, smaller ones padded', async (t) => {
+  const r = recorder(5);
+  const b = new Batcher({ ...base, batchSizes: [1], forward: r.forward });
+  const first = await Promise.all([1, 2, 3].map((v) => b.submit([img(v)])));
+  t.same(first.map((x) => x[0]![0]), [1, 2, 3]);
+  t.same(r.batches, [1, 1, 1], 'no batch larger than the warmed size');
+  b.serve(4);
+  b.serve(9); // beyond maxBatch: ignored
+  t.same(b.batchSizes, [1, 4]);
+  r.batches.length = 0;
+  const next = await Promise.all([4, 5, 6, 7, 8, 9].map((v) => b.submit([img(v)])));
+  t.same(next.map((x) => x[0]![0]), [4, 5, 6, 7, 8, 9]);
+  t.same(r.batches, [4, 4], 'a full batch of 4, then 2 images padded to 4');
+  t.throws(() => new Batcher({ ...base, batchSizes: [0], forward: r.forward }), RangeError);
+});

@@ -51,6 +51,7 @@ function world(extra: { rules?: FakeRule[]; flags?: string[]; ksvc?: FakeRule['r
 
 function applied(h: Awaited<ReturnType<typeof withFakes>>) {
   const a = h.fake.commands().filter((c) => c.argv.includes('apply'));
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML, navigated freely
   return a.map((c) => YAML.parse(c.stdin) as Record<string, any>);
 }
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, configFrom, loadConfig } from '../src/config.js';
 
 t.test('defaults', async (t) => {
   const c = loadConfig({});
@@ -98,4 +98,24 @@ t.test('PREPROCESS_DURING_FORWARD: auto (default), an integer, or a clear error'
   t.equal(loadConfig({ PREPROCESS_DURING_FORWARD: '3' }).preprocessDuringForward, 3);
   t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: 'some' }), /PREPROCESS_DURING_FORWARD: expected auto or an integer, got "some"/);
   t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: '-1' }), /PREPROCESS_DURING_FORWARD: expected an integer in 0\.\.256, got -1/);
+});
+
+t.test('configFrom: overrides go through the same checks as the environment', async (t) => {
+  const c = configFrom({ maxBatch: 4, bodyLimit: 2048, apiToken: 'long-enough-token', preprocessDuringForward: 1 }, { PORT: '9000' });
+  t.equal(c.maxBatch, 4);
+  t.equal(c.bodyLimit, 2048);
+  t.equal(c.apiToken, 'long-enough-token');
+  t.equal(c.preprocessDuringForward, 1);
+  t.equal(c.port, 9000, 'env applies where no override is given');
+  t.match(configFrom({ cpus: 4 }), { cpus: 4, instances: 4, threads: 1, preprocessConcurrency: 4 }, 'cpus stands in for the host');
+  t.equal(configFrom({ apiToken: undefined }, { API_TOKEN: 'from-the-env' }).apiToken, undefined, 'an undefined override unsets');
+  for (const [over, variable] of [
+    [{ maxBatch: 0 }, 'MAX_BATCH'],
+    [{ threads: 1.5 }, 'THREADS'],
+    [{ apiToken: 'short' }, 'API_TOKEN'],
+    [{ device: 'tpu' as never }, 'DEVICE'],
+    [{ cpus: 2, instances: 4 }, 'INSTANCES'],
+  ] as const) {
+    t.throws(() => configFrom(over), new RegExp(`^${variable}: `), `${JSON.stringify(over)} rejected`);
+  }
 });

@@ -53,4 +53,7 @@ t.test('checkPixelBudget: sums the images, counts unread formats as MAX_PIXELS, 
   t.doesNotThrow(() => checkPixelBudget([tiff, tiff], limits), 'two TIFFs count 2 x MAX_PIXELS');
   t.throws(() => checkPixelBudget([tiff, tiff, png], limits), { code: 'TOO_MANY_PIXELS' });
   t.doesNotThrow(() => checkPixelBudget([png, png, png, png, Buffer.from('not an image')], limits), 'non-images cost nothing');
+  const big = await rgb(1500, 1500).png().toBuffer(); // 2.25 MP > maxPixels
+  t.doesNotThrow(() => checkPixelBudget([png, png, png, png, big, big], limits), 'images over MAX_PIXELS are refused undecoded: they cost nothing');
+  t.doesNotThrow(() => checkPixelBudget([tiff, tiff, png, png, png, png], { ...limits, imageFormats: ['png'] }), 'formats that are not enabled cost nothing');
 });

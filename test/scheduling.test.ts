@@ -143,7 +143,7 @@ t.test('two 1-thread instances on 2 CPUs: a free core decodes while the other in
   const service = new InferenceService(b, config, createMetrics(4));
   t.equal(service.decodeSlotsDuringForward, 0, 'both instances busy: no decode');
   const first = request(service, 1);
-  await tick(20);
+  while (b.running === 0) await tick(1); // the first forward is running now
   const rest = [2, 3].map((d) => request(service, d));
   t.same(await Promise.all([first, ...rest]), [1, 2, 3]);
   t.ok(decodesDuringForward.slice(1).every((n) => n === 1), `decoded beside one running forward: ${decodesDuringForward}`);
@@ -163,4 +163,38 @@ t.test('a failing instance fails only its own batches; the other keeps serving; 
   b.failInstance = undefined;
   t.equal(await request(service, 7), 7, 'served after the instance recovers');
   await service.batcher.close();
+});
+
+t.test('cold start: ready after b1 is warm; larger sizes are served only once warmed, largest first', async (t) => {
+  const b = fakeBackend(5, 2);
+  b.warmupMs = 40;
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 4, batchWindowMs: 5, cpus: 2 });
+  const service = new InferenceService(b, config, createMetrics(4), [1]);
+  const warm = await service.warmup();
+  t.same(b.warmups[0], [1], 'b1 first');
+  t.same(service.batcher.batchSizes, [1], 'ready with b1 warm, the other sizes still warming');
+  const early = await Promise.all([1, 2, 3].map((d) => request(service, d)));
+  t.same(early, [1, 2, 3]);
+  t.ok(b.batches.every((n) => n === 1), `no batch above a warmed size: ${b.batches}`);
+  await warm.background;
+  t.same(b.warmups, [[1], [4], [2], [3]], 'the largest size warms first');
+  t.same(service.batcher.batchSizes, [1, 2, 3, 4]);
+  b.batches.length = 0;
+  await Promise.all([1, 2, 3, 4].map((d) => request(service, d)));
+  t.same(b.batches, [4], 'batches once warm');
+});
+
+t.test('idle for IDLE_RELEASE_MS: the model returns its freed memory once; traffic in between postpones it', async (t) => {
+  const { IDLE_RELEASE_MS } = await import('../src/server/inference.js');
+  const b = fakeBackend(5, 1);
+  const service = new InferenceService(b, configFrom({ maxBatch: 2, batchWindowMs: 0, cpus: 2 }), createMetrics(2));
+  await request(service, 1);
+  await tick(IDLE_RELEASE_MS / 2);
+  await request(service, 2); // restarts the idle clock
+  await tick(IDLE_RELEASE_MS / 2 + 50);
+  t.equal(b.releases, 0, 'not while requests keep coming');
+  await tick(IDLE_RELEASE_MS / 2 + 100);
+  t.equal(b.releases, 1, 'released once idle');
+  await tick(IDLE_RELEASE_MS + 100);
+  t.equal(b.releases, 1, 'and only once');
 });

@@ -14,7 +14,7 @@ import { MAX_BODY_LIMIT, configFrom, connectionTimeoutMs, type Config } from '..
 import { INTERNAL_MESSAGE } from '../src/errors.js';
 import { buildApp } from '../src/server/app.js';
 import { fakeBackend, fakeImage, type FakeBackend } from './helpers/fake-backend.js';
-import { capturingLogger, headersOnly, leave, send, type CapturingLogger } from './helpers/http.js';
+import { capturingLogger, headersOnly, leave, send } from './helpers/http.js';
 
 const json = { 'content-type': 'application/json' };
 const b64 = (d: number): string => fakeImage(d).toString('base64');

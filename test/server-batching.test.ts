@@ -7,7 +7,7 @@
 import t from 'tap';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 // queueLimit 4 + maxBatch 4: at most 8 images admitted at once (see InferenceService.admit).
 const server = await startServer({ maxBatch: 4, queueLimit: 4, batchWindowMs: 20 });

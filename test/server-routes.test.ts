@@ -264,7 +264,6 @@ t.test('a model failure is a 500 INFERENCE_FAILED, and the next request works', 
 
 t.test('metrics: counters and histograms move', async (t) => {
   const { a } = await app({ maxBatch: 1, queueLimit: 1 });
-  a.ctx.service!.batcher; // exists
   await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } });
   await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1), topk: 0 } });
   const text = (await a.inject({ method: 'GET', url: '/metrics' })).body;

@@ -26,8 +26,6 @@ export interface AppDeps {
   backend?: InferenceBackend;
   /** Mark ready at once (tests with a fake backend); main.ts marks ready after warm-up. */
   ready?: boolean;
-  /** Batch sizes to pad to (see Batcher); default every size up to MAX_BATCH. */
-  batchSizes?: readonly number[];
   logger?: FastifyBaseLogger;
   version?: string;
 }
@@ -38,7 +36,11 @@ export interface AppContext {
   version: string;
   state: LifecycleState;
   service: InferenceService | undefined;
-  attach(backend: InferenceBackend): InferenceService;
+  /**
+   * Wraps the backend in the InferenceService. `cold`: the model is not warmed up yet, so only
+   * batches of 1 run until service.warmup() has warmed more sizes (main.ts); default: warm.
+   */
+  attach(backend: InferenceBackend, options?: { cold?: boolean }): InferenceService;
   markReady(): void;
   markDraining(): void;
   /** The attached service, or a 503 NOT_READY / SHUTTING_DOWN AppError. */
@@ -118,8 +120,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     version: deps.version ?? '0.0.0',
     state: 'starting',
     service: undefined,
-    attach(backend) {
-      ctx.service = new InferenceService(backend, config, metrics, deps.batchSizes);
+    attach(backend, options) {
+      ctx.service = new InferenceService(backend, config, metrics, options?.cold ? [1] : undefined);
       const { card, info } = backend;
       metrics.modelLoad.set(info.loadSeconds);
       metrics.modelInfo.set(
@@ -166,7 +168,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     const service = ctx.service;
     if (!service) return;
     await service.batcher.close();
-    service.backend.dispose();
+    await service.backend.dispose();
   });
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);

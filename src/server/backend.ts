@@ -36,5 +36,8 @@ export interface InferenceBackend {
   forward(input: Float32Array, batch: number): Promise<BatchResult>;
   /** Runs forwards at each batch size; resolves seconds spent. */
   warmup(batchSizes: readonly number[]): Promise<number>;
-  dispose(): void;
+  /** Returns memory the model freed to the system (called once the model has been idle a while). */
+  releaseMemory(): Promise<void>;
+  /** Releases the model and the preprocessing threads; resolves once they have stopped. */
+  dispose(): Promise<void>;
 }

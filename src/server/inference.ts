@@ -2,19 +2,13 @@
  * The request-level inference path shared by /predict and /v2: admission (bounded work),
  * preprocessing under a semaphore whose size follows the model (PREPROCESS_CONCURRENCY while it
  * is idle, decodeSlotsDuringForward() while a forward runs, so decoding never stalls a CPU
- * forward), the batcher, and softmax/top-k.
+ * forward) and the batcher.
  */
 import { AppError } from '../errors.js';
 import { Batcher, clientGone } from '../batcher.js';
 import type { Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import type { Metrics } from './metrics.js';
-
-export interface Prediction {
-  class_id: number;
-  class_name: string;
-  confidence: number;
-}
 
 /**
  * Counting semaphore with a limit that can change (work already running is never interrupted;
@@ -68,22 +62,6 @@ export class Semaphore {
   }
 }
 
-export function softmaxTopk(logits: Float32Array, k: number, labels: readonly string[]): Prediction[] {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  const probs = new Float64Array(logits.length);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += probs[i] = Math.exp(logits[i]! - max);
-  const idx = Array.from({ length: logits.length }, (_, i) => i);
-  // Ties keep the lower class id first (stable, like torch.topk on CPU in practice).
-  idx.sort((a, b) => probs[b]! - probs[a]! || a - b);
-  return idx.slice(0, k).map((i) => ({
-    class_id: i,
-    class_name: labels[i] ?? `class_${i}`,
-    confidence: Math.round((probs[i]! / sum) * 1e4) / 1e4,
-  }));
-}
-
 /**
  * How many images may be decoded while `forwards` CPU forwards run. A CPU forward keeps THREADS
  * OpenMP workers busy and they meet at a barrier after every layer, so a decode that takes one of
@@ -109,6 +87,9 @@ export interface RequestWork {
   signal?: AbortSignal | null;
 }
 
+/** How long the model must be idle before its freed memory is returned (see idleTimer). */
+export const IDLE_RELEASE_MS = 1000;
+
 export type ImageOutcome = { ok: true; tensor: Float32Array } | { ok: false; error: AppError };
 
 /** What each instance has done (GET / and /metrics). */
@@ -125,11 +106,13 @@ export class InferenceService {
   readonly decodeSlotsDuringForward: number;
   readonly instances: InstanceStats[];
   private admitted = 0;
+  private trimTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly backend: InferenceBackend,
     private readonly config: Config,
     private readonly metrics: Metrics,
+    /** Batch sizes that may run from the start (default: all up to MAX_BATCH, i.e. already warm). */
     batchSizes?: readonly number[],
   ) {
     const [c, h, w] = backend.info.inputShape;
@@ -167,12 +150,52 @@ export class InferenceService {
         inFlight: (images, forwards) => {
           metrics.batchObserver.inFlight?.(images, forwards);
           slots.setLimit(decodeSlots(config, backend.info, cpus, forwards));
+          this.idleTimer(forwards === 0);
         },
       },
       // Images being decoded or waiting for a slot: the batcher's "more are on the way" signal.
       incoming: () => slots.running + slots.waiting,
       windowAfterForward: this.decodeSlotsDuringForward < config.preprocessConcurrency,
     });
+  }
+
+  /**
+   * Once no forward has run for IDLE_RELEASE_MS, the memory the forwards freed goes back to the
+   * system (the allocator keeps it for reuse otherwise: docs/design.md, "Memory"). A forward that
+   * starts in the meantime cancels it, so a busy server keeps its memory warm.
+   */
+  private idleTimer(idle: boolean): void {
+    clearTimeout(this.trimTimer);
+    this.trimTimer = undefined;
+    if (!idle) return;
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined;
+      this.backend.releaseMemory().catch(() => undefined); // only fails once the model is disposed
+    }, IDLE_RELEASE_MS);
+    this.trimTimer.unref();
+  }
+
+  /**
+   * Warm-up: every instance runs a batch of 1 (and the preprocessing workers decode once); then
+   * this resolves and the server may report ready. The other batch sizes warm up in `background`,
+   * largest first, each one served from the moment every instance has run it, so no request ever
+   * pays for a cold batch size and readiness does not wait for all of them.
+   */
+  async warmup(): Promise<{ seconds: number; background: Promise<void> }> {
+    const t0 = performance.now();
+    await this.backend.warmup([1]);
+    this.batcher.serve(1);
+    const seconds = (performance.now() - t0) / 1000;
+    const max = this.config.maxBatch;
+    const rest = [max, ...Array.from({ length: max - 1 }, (_, i) => i + 1)].filter((s) => !this.batcher.batchSizes.includes(s));
+    const background = (async () => {
+      for (const size of rest) {
+        await this.backend.warmup([size]);
+        this.batcher.serve(size);
+      }
+      this.idleTimer(this.batcher.forwardsRunning === 0);
+    })();
+    return { seconds, background };
   }
 
   /**

@@ -6,7 +6,7 @@
  * (docs/abuse.md).
  */
 import { AppError } from '../errors.js';
-import { sniffFormat } from '../preprocess.js';
+import { sniffFormat, type ImageFormat } from '../preprocess.js';
 
 const u16be = (b: Uint8Array, i: number): number => (b[i]! << 8) | b[i + 1]!;
 const u16le = (b: Uint8Array, i: number): number => b[i]! | (b[i + 1]! << 8);
@@ -72,13 +72,26 @@ export function headerPixels(b: Uint8Array): number | undefined {
   return size && size[0] > 0 && size[1] > 0 ? size[0] * size[1] : undefined;
 }
 
+export interface PixelLimits {
+  maxPixels: number;
+  maxRequestPixels: number;
+  /** Formats that are decoded (IMAGE_FORMATS); others are refused without decoding and cost 0. */
+  imageFormats?: readonly ImageFormat[];
+}
+
 /**
  * Throws 413 TOO_MANY_PIXELS when the images, each decoded once, hold more than `maxRequestPixels`.
- * An image whose size is not read here counts as `maxPixels`, the most it may decode to.
+ * An image whose size is not read here counts as `maxPixels`, the most it may decode to; one over
+ * `maxPixels` counts 0: libvips refuses it from its header (413 IMAGE_TOO_LARGE), undecoded.
  */
-export function checkPixelBudget(images: readonly Uint8Array[], limits: { maxPixels: number; maxRequestPixels: number }): void {
+export function checkPixelBudget(images: readonly Uint8Array[], limits: PixelLimits): void {
   let total = 0;
-  for (const image of images) total += headerPixels(image) ?? limits.maxPixels;
+  for (const image of images) {
+    const format = sniffFormat(image);
+    if (format === undefined || (limits.imageFormats && !limits.imageFormats.includes(format))) continue;
+    const pixels = headerPixels(image) ?? limits.maxPixels;
+    if (pixels <= limits.maxPixels) total += pixels;
+  }
   if (total > limits.maxRequestPixels) {
     const mp = (n: number): string => `${Math.round(n / 1e5) / 10} MP`;
     throw new AppError(

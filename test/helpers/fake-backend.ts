@@ -26,6 +26,11 @@ export interface FakeBackend extends InferenceBackend {
   maxRunning: number;
   /** Instance of each batch, in order. */
   batchInstances: number[];
+  /** Batch sizes of each warmup() call, in order; each call takes warmupMs. */
+  warmups: number[][];
+  warmupMs: number;
+  /** releaseMemory() calls. */
+  releases: number;
 }
 
 export function fakeImage(d: number): Buffer {
@@ -71,6 +76,9 @@ export function fakeBackend(delayMs = 5, instances = 1): FakeBackend {
     running: 0,
     maxRunning: 0,
     batchInstances: [],
+    warmups: [],
+    warmupMs: 0,
+    releases: 0,
     async preprocess(image) {
       const s = Buffer.from(image).toString('latin1');
       if (s.length === 0) throw new AppError('EMPTY_IMAGE', 'the image is empty');
@@ -105,10 +113,15 @@ export function fakeBackend(delayMs = 5, instances = 1): FakeBackend {
         b.running--;
       }
     },
-    async warmup() {
-      return 0;
+    async warmup(sizes) {
+      b.warmups.push([...sizes]);
+      if (b.warmupMs > 0) await new Promise((r) => setTimeout(r, b.warmupMs));
+      return b.warmupMs / 1000;
     },
-    dispose() {
+    async releaseMemory() {
+      b.releases++;
+    },
+    async dispose() {
       b.disposed = true;
     },
   };

@@ -3,15 +3,15 @@
  * One image -> {"predictions", "latency_ms", "model_variant", "batch_size"} (the original
  * format); several -> {"results": [per image: {"predictions"} | {"error","code","message"}], ...}.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { AppError } from '../../errors.js';
 import { errorBody } from '../errors.js';
 import { parseJsonInput, parseMultipartInput, parseRawInput, type InputLimits, type PredictInput } from '../input.js';
-import { softmaxTopk } from '../inference.js';
+import { softmaxTopk } from '../../predictions.js';
 import { checkPixelBudget } from '../pixel-budget.js';
 
 export interface RouteOptions {
-  auth: onRequestHookHandler | undefined;
+  auth: onRequestAsyncHookHandler | undefined;
 }
 
 const ms = (v: number): number => Math.round(v * 100) / 100;
