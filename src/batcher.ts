@@ -15,7 +15,7 @@ import { AppError } from './errors.js';
 export type BatchForward = (input: Float32Array, batch: number) => Promise<Float32Array>;
 
 /** The client went away: its work is dropped (never sent: nobody is there to read it). */
-function clientGone(): AppError {
+export function clientGone(): AppError {
   return new AppError('CLIENT_GONE', 'the client closed the connection before the answer was ready');
 }
 

@@ -7,10 +7,11 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import multipart from '@fastify/multipart';
-import { AppError } from '../errors.js';
-import type { Config } from '../config.js';
+import { AppError, quote } from '../errors.js';
+import { connectionTimeoutMs, type Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import { sendError, toAppError } from './errors.js';
+import { registerGuards } from './guards.js';
 import { InferenceService } from './inference.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { healthRoutes } from './routes/health.js';
@@ -87,6 +88,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     bodyLimit: config.bodyLimit,
     // Whole-request receive deadline: a trickled (slowloris) body is cut after this.
     requestTimeout: config.httpRequestTimeoutMs,
+    // A socket silent for longer than any request may take is closed: a client that never reads
+    // its response does not hold the response's buffers.
+    connectionTimeout: connectionTimeoutMs(config),
     // Longer than the idle timeout of proxies in front (Knative queue-proxy, LBs ~60 s), so the
     // proxy, not us, closes idle connections: no race where it reuses a socket we just closed.
     keepAliveTimeout: 65_000,
@@ -181,7 +185,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) =>
-    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`)),
+    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${quote(request.url.split('?')[0], 200)}`)),
   );
 
   await app.register(multipart, {
@@ -201,6 +205,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
   }
 
+  registerGuards(app);
   const auth = makeAuthHook(config.apiToken);
   await app.register(healthRoutes);
   await app.register(infoRoutes);
