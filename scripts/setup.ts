@@ -12,6 +12,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bool, defineCli } from './lib/args.js';
+import { runMain } from './lib/cli.js';
+import { ScriptError } from './lib/errors.js';
 import { run } from './lib/exec.js';
 import { exportModel } from './export-model.js';
 
@@ -25,22 +28,22 @@ export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl'] 
 const NATIVE_ADDON = join(ROOT, 'build', 'Release', 'densenet.node');
 const TS_STAMP = join(ROOT, 'dist', '.setup-build-stamp');
 
-const HELP = `Usage: npm run setup [-- options]
-
-Sets up this machine (Debian 12, as root for the package step) and this checkout. Each step is
-skipped when it is already done.
-
+export const CLI = defineCli({
+  name: 'setup',
+  summary: 'Sets up this machine (Debian 12, as root for the package step) and this checkout. Each step is\nskipped when it is already done.',
+  options: {
+    test: { type: 'boolean', help: 'also install the packages the tests need' },
+    'force-build': { type: 'boolean', help: 'rebuild the addon and TypeScript even if they look up to date' },
+  },
+  details: `Steps:
   1. Debian packages: ${RUNTIME_PACKAGES.join(' ')}
      with --test also: ${TEST_PACKAGES.join(' ')}
   2. native addon (npm run build:native) if build/Release/densenet.node is missing or older than native/ or CMakeLists.txt
   3. TypeScript (npm run build:ts) if a file in src/ is newer than the last build
   4. the default model (npm run export-model: ImageNet weights if downloadable, else seeded random)
   5. smoke check: load the model through the addon and run one forward
-
-  --test          also install the packages the tests need
-  --force-build   rebuild the addon and TypeScript even if they look up to date
-  -h, --help      this text
-`;
+`,
+});
 
 const log = (line: string): void => console.log(line);
 const step = (n: number, title: string): void => console.log(`\n[${n}/5] ${title}`);
@@ -66,7 +69,7 @@ async function ensurePackages(pkgs: readonly string[]): Promise<void> {
   }
   const install = ['install', '-y', '--no-install-recommends', ...missing];
   if (process.getuid?.() !== 0) {
-    throw new Error(
+    throw new ScriptError(
       `missing Debian packages: ${missing.join(' ')}\n` +
         `run as root:\n  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get ${install.join(' ')}\nthen run npm run setup again`,
     );
@@ -134,16 +137,10 @@ async function smokeCheck(modelPath: string, crop: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  for (const a of argv) {
-    if (!['--test', '--force-build', '-h', '--help'].includes(a)) throw new Error(`unknown option ${a} (see --help)`);
-  }
-  if (argv.includes('-h') || argv.includes('--help')) {
-    process.stdout.write(HELP);
-    return;
-  }
-  const withTest = argv.includes('--test');
-  const force = argv.includes('--force-build');
+  const p = CLI.parse(process.argv.slice(2));
+  if (!p) return;
+  const withTest = bool(p, 'test');
+  const force = bool(p, 'force-build');
   const t0 = performance.now();
 
   step(1, `Debian packages${withTest ? ' (with test packages)' : ''}`);
@@ -164,7 +161,4 @@ async function main(): Promise<void> {
   log(`\nsetup done in ${((performance.now() - t0) / 1000).toFixed(1)} s. Try: npm run classify -- some.jpg   (npm start serves HTTP)`);
 }
 
-main().catch((err: unknown) => {
-  console.error(`\nsetup failed: ${(err as Error).message}`);
-  process.exitCode = 1;
-});
+await runMain(CLI.name, main);
