@@ -159,7 +159,8 @@ t.test('idempotent: a second run reuses the cluster and applies every manifest a
 
 t.test('issue 12.1: a run that failed half-way (Kourier apply) is completed by the next run', async (t) => {
   const tls = { exit: 1, stderr: 'Unable to connect to the server: net/http: TLS handshake timeout' };
-  const h = await withFakes(t, world({ rules: [{ tool: 'kubectl', match: ['apply', 'kourier.yaml'], responses: [tls, tls, tls, tls, { stdout: 'service/kourier created', set: ['kourier'] }] }] }));
+  // The webhook is up from the first run's serving-core: only the missing Kourier is in the way.
+  const h = await withFakes(t, world({ flags: ['webhook'], rules: [{ tool: 'kubectl', match: ['apply', 'kourier.yaml'], responses: [tls, tls, tls, tls, { stdout: 'service/kourier created', set: ['kourier'] }] }] }));
   const err = await setupCluster(opts(), h.log).then(() => undefined, (e: Error) => e);
   t.match(err?.message, /kourier\.yaml[\s\S]*gave up after 4 attempts/, 'the first run fails at the Kourier apply');
   t.ok(h.fake.flags().includes('knative'), 'serving-core was applied (its namespace carries the version label)');
