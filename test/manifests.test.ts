@@ -7,6 +7,8 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Service';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import {
   DEFAULT_SERVICE,
   ManifestError,
@@ -176,4 +178,23 @@ t.test('secrets: base64 in a Secret, redacted whenever printed', async (t) => {
   const shown = redact(doc) as AnyObj;
   t.same(container(shown).env.find((e: AnyObj) => e.name === 'SOME_API_KEY'), { name: 'SOME_API_KEY', value: REDACTED }, 'secret-looking plain values are redacted too');
   t.same(container(shown).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '1' }, 'others are kept');
+});
+
+t.test('Prometheus Operator objects: the PodMonitor and the rules as a PrometheusRule validate and fit the Service', async (t) => {
+  const dir = new URL('../knative/monitoring/', import.meta.url);
+  const pm = YAML.parse(readFileSync(new URL('podmonitor.yaml', dir), 'utf8'));
+  t.doesNotThrow(() => new PodMonitor(pm).validate(), 'PodMonitor schema');
+  const template = YAML.parse(readFileSync(SERVICE_TEMPLATE, 'utf8'));
+  t.match(template.spec.template.metadata.labels, pm.spec.selector.matchLabels, "its selector matches the Service's pod labels");
+  // Knative names the user container's port user-port and queue-proxy's request-metrics port
+  // http-usermetric (knative/serving pkg/apis/serving/v1/revision_helpers.go).
+  t.same(pm.spec.podMetricsEndpoints.map((e: AnyObj) => [e.port, e.path, e.relabelings[0]]), [
+    ['user-port', '/metrics', { targetLabel: 'job', replacement: 'densenet' }],
+    ['http-usermetric', '/metrics', { targetLabel: 'job', replacement: 'densenet-queue-proxy' }],
+  ], 'both endpoints, with the job names the rules and the dashboard select');
+  const rules = YAML.parse(readFileSync(new URL('prometheus-rules.yaml', dir), 'utf8'));
+  // The README's recipe: the rules file is the spec of a PrometheusRule.
+  const pr = { apiVersion: 'monitoring.coreos.com/v1', kind: 'PrometheusRule', metadata: { name: 'densenet' }, spec: rules };
+  t.doesNotThrow(() => new PrometheusRule(pr).validate(), 'PrometheusRule schema');
+  t.equal(template.spec.template.metadata.annotations['prometheus.io/port'], String(template.spec.template.spec.containers[0].ports[0].containerPort), 'the scrape annotation names the container port');
 });
