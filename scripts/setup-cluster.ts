@@ -90,7 +90,14 @@ export async function setupCluster(o: SetupOptions, logLine: (s: string) => void
   await requireTools(ctx, ['docker', 'kind', 'kubectl']);
   await dockerDaemonCheck(ctx);
   await requireKindVersion(ctx);
-  if (o.gpu) await requireGpuHost(ctx);
+  if (o.gpu) {
+    try {
+      await requireGpuHost(ctx);
+    } catch (err) {
+      if (!o.dryRun) throw err;
+      logLine(`warning (dry-run continues): ${(err as Error).message}`);
+    }
+  }
 
   logLine(`== kind cluster '${o.cluster}'`);
   const exists = await clusterExists(ctx);
