@@ -12,7 +12,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bool, defineCli } from './lib/args.js';
+import { bool, defineCli, isMain } from './lib/args.js';
 import { runMain } from './lib/cli.js';
 import { ScriptError } from './lib/errors.js';
 import { run } from './lib/exec.js';
@@ -161,4 +161,4 @@ async function main(): Promise<void> {
   log(`\nsetup done in ${((performance.now() - t0) / 1000).toFixed(1)} s. Try: npm run classify -- some.jpg   (npm start serves HTTP)`);
 }
 
-await runMain(CLI.name, main);
+if (isMain(import.meta.url)) await runMain(CLI.name, main);

@@ -191,7 +191,6 @@ export function formatConditions(conds: readonly Condition[]): string {
 export class WaitTimeoutError extends DeployError {
   constructor(what: string, timeoutMs: number, details: string, hint: string) {
     super(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}\n${details}`, hint);
-    this.name = 'WaitTimeoutError';
   }
 }
 
