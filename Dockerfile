@@ -43,7 +43,7 @@ ARG TORCH_SOURCE=apt
 ARG MODEL_SOURCE=export
 ENV DEBIAN_FRONTEND=noninteractive
 # Toolchain, libtorch headers (apt mode) and Python torch for the exporter (export mode).
-# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; docs/cluster.md).
+# libopenblas0-openmp replaces the reference BLAS (4x slower otherwise; docs/design.md#machine-and-environment).
 RUN set -eu; \
     pkgs="ca-certificates cmake g++ make"; \
     if [ "$TORCH_SOURCE" = apt ]; then pkgs="$pkgs libtorch-dev libopenblas0-openmp"; fi; \
@@ -61,7 +61,7 @@ RUN npm ci --no-audit --no-fund
 COPY models/export.py models/
 COPY scripts/export-model.ts scripts/
 COPY scripts/lib/args.ts scripts/lib/cli.ts scripts/lib/errors.ts scripts/lib/exec.ts scripts/lib/python.ts scripts/lib/
-COPY src/card.ts src/errors.ts src/
+COPY src/card.ts src/errors.ts src/validate.ts src/
 RUN if [ "$MODEL_SOURCE" = export ]; then npm run export-model; fi
 
 # Native addon. cmake-js reads the Node headers from npm_config_nodedir (the official images keep
@@ -74,7 +74,8 @@ RUN set -eu; \
     export npm_config_nodedir="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"; \
     if [ "$TORCH_SOURCE" = context ]; then export CMAKE_PREFIX_PATH=/app/third_party/libtorch; fi; \
     npm run build:native; \
-    test -f build/Release/densenet.node
+    test -f build/Release/densenet.node; \
+    test -f build/Release/densenet_image.node
 
 # The runtime gets only the shared libraries the addon really links (its ldd closure), not the
 # libtorch1.13 package with all its dependencies (OpenCV, FFmpeg, Qt, GDAL, Mesa's LLVM: ~370 MB
@@ -124,12 +125,13 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules/ node_modules/
 COPY --from=build /app/dist/ dist/
 COPY --from=build /app/build/Release/densenet.node build/Release/densenet.node
+COPY --from=build /app/build/Release/densenet_image.node build/Release/densenet_image.node
 COPY --from=build /app/models/densenet121.pt /app/models/densenet121.json models/
 # A context libtorch (CUDA) keeps the path it was built against, so rpath and LD_LIBRARY_PATH
 # agree; in apt mode this directory is empty.
 COPY --from=build /app/third_party/ third_party/
 
-# Stable timings and ~40 % less RSS with glibc malloc (docs/cluster.md).
+# Stable timings and ~40 % less RSS with glibc malloc (docs/design.md#allocator-settings).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
@@ -141,6 +143,8 @@ ENV NODE_ENV=production \
 # forward in this stage. A CUDA image's libcuda.so.1 only appears at run time (NVIDIA runtime),
 # so there the forward is skipped and says why.
 RUN set -eu; \
+    image_missing="$(ldd build/Release/densenet_image.node | awk '/not found/ { print $1 }' | tr '\n' ' ')"; \
+    if [ -n "$image_missing" ]; then echo "densenet_image.node: missing shared libraries: $image_missing" >&2; exit 1; fi; \
     missing="$(ldd build/Release/densenet.node | awk '/not found/ { print $1 }' | tr '\n' ' ')"; \
     if [ -n "$missing" ]; then \
       if [ "$TORCH_SOURCE" = apt ]; then echo "missing shared libraries: $missing" >&2; exit 1; fi; \
@@ -153,7 +157,7 @@ RUN set -eu; \
         const r = await m.forward(new Float32Array(c * h * w), [1, c, h, w]); \
         if (r.shape[0] !== 1 || r.shape[1] !== 1000 || !r.data.every(Number.isFinite)) throw new Error('bad output ' + r.shape); \
         console.log('smoke forward ok: libtorch ' + m.info.torchVersion + ', output [' + r.shape + ']'); \
-        m.dispose();"; \
+        await m.dispose();"; \
     fi
 
 # Numeric UID so that Kubernetes can verify runAsNonRoot.

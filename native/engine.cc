@@ -78,8 +78,8 @@ int convLinearConstantsToBf16(torch::jit::Block* block) {
     if (uses.empty()) return at::Tensor();
     for (const torch::jit::Use& u : uses) {
       const c10::Symbol k = u.user->kind();
-      const bool convOrLinear = k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution ||
-                                k == c10::aten::linear;
+      const bool convOrLinear =
+          k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution || k == c10::aten::linear;
       if (!convOrLinear || (u.offset != 1 && u.offset != 2)) return at::Tensor();
     }
     return t.to(at::kBFloat16);  // preserves the (channels-last) layout
@@ -167,8 +167,8 @@ struct Engine::Impl {
     if (!out.isTensor()) throw EngineError(ErrorKind::Forward, "model output is not a tensor (got " + out.tagKind() + ")");
     at::Tensor y = out.toTensor();
     if (y.dim() != 2 || y.size(0) != shape[0])
-      throw EngineError(ErrorKind::Forward, "model output must be [N, numClasses] with N = " + std::to_string(shape[0]) +
-                                                ", got " + shapeString(y.sizes().vec()));
+      throw EngineError(ErrorKind::Forward, "model output must be [N, numClasses] with N = " + std::to_string(shape[0]) + ", got " +
+                                                shapeString(y.sizes().vec()));
     return y.to(torch::kCPU, torch::kFloat).contiguous();
   }
 };
@@ -177,6 +177,8 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
 const EngineInfo& Engine::info() const { return impl_->info; }
+
+void Engine::attachThread() const { at::set_num_threads(impl_->info.threads); }
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
@@ -305,8 +307,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " +
                                            conciseTorchMessage(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " +
-                                           conciseTorchMessage(e.what()));
+    throw EngineError(ErrorKind::Load,
+                      "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " + conciseTorchMessage(e.what()));
   }
   info.loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

@@ -2,9 +2,9 @@
 // No N-API here, so a small C++ program (bench.cc, the CUDA check) drives the same code.
 // Torch headers stay out of this header (pimpl), so addon.cc never sees libtorch at all.
 //
-// Threading: an Engine must be created, used and destroyed on ONE thread (the worker).
-// shared/README.md, "libtorch inside Node": every thread that runs torch ops gets its own
-// OpenMP team, and extra teams slow every forward down.
+// Threading: an Engine is created and destroyed on one thread; forward() may run concurrently
+// on several threads that called attachThread() (model instances, native/worker.h). Only the
+// addon's own threads run torch code: docs/design.md, "Inference threads".
 #pragma once
 
 #include <cstdint>
@@ -27,13 +27,13 @@ class EngineError : public std::runtime_error {
 };
 
 struct EngineOptions {
-  std::string device = "auto";     // cpu | cuda | cuda:N | auto (= cuda when available)
-  int threads = 0;                 // intra-op threads; 0 = libtorch's default
-  std::string precision = "fp32";  // fp32 | bf16 (autocast; CPU needs avx512_bf16)
-  bool freeze = true;              // torch::jit::freeze when the file is not frozen yet
-  bool channelsLast = true;        // weights + input in channels-last (avoids oneDNN reorders)
-  bool optimizeForInference = false;  // torch::jit::optimize_for_inference (measured slower than channels-last)
-  bool profilingExecutor = false;  // process-wide; off = only the first call per input kind is slow
+  std::string device = "auto";                   // cpu | cuda | cuda:N | auto (= cuda when available)
+  int threads = 0;                               // intra-op threads; 0 = libtorch's default
+  std::string precision = "fp32";                // fp32 | bf16 (autocast; CPU needs avx512_bf16)
+  bool freeze = true;                            // torch::jit::freeze when the file is not frozen yet
+  bool channelsLast = true;                      // weights + input in channels-last (avoids oneDNN reorders)
+  bool optimizeForInference = false;             // torch::jit::optimize_for_inference (measured slower than channels-last)
+  bool profilingExecutor = false;                // process-wide; off = only the first call per input kind is slow
   std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
 };
 
@@ -67,6 +67,10 @@ class Engine {
   double warmup(const std::vector<int64_t>& batchSizes);
 
   const EngineInfo& info() const;
+
+  // On every other thread that will call forward(), once, before its first forward: gives that
+  // thread an OpenMP team of info().threads (libgomp keeps the team size per thread).
+  void attachThread() const;
 
  private:
   struct Impl;

@@ -10,9 +10,9 @@
  * Pairing: every contender is one long-lived process (the addon is this process), loaded once;
  * rounds alternate between them in rotating order. Printed: medians, and ratios as the median of
  * per-round ratios (robust to load drifting during the run). Numbers from
- * different runs are not comparable on a noisy VM (shared/README.md).
+ * different runs are not comparable on a noisy VM (docs/design.md#measuring).
  *
- * Allocator: glibc malloc's page faults dominate timing noise (shared/README.md), so this
+ * Allocator: glibc malloc's page faults dominate timing noise (docs/design.md#allocator-settings), so this
  * script re-executes itself with GLIBC_TUNABLES (the value the server uses) unless it is already
  * set, and passes it to every child. --no-tunables keeps the environment as it is.
  */
@@ -24,7 +24,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GLIBC_TUNABLES } from '../src/config.js';
-import { Model, cpuHasAvx512Bf16, type LoadOptions } from '../src/model.js';
+import { cpuHasAvx512Bf16 } from '../src/device.js';
+import { Model, type LoadOptions } from '../src/model.js';
 import { formatCommand, run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
 import { median } from './lib/stats.js';
@@ -160,7 +161,7 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner> 
       return times;
     },
     async close() {
-      m.dispose();
+      void m.dispose();
     },
   };
 }

@@ -146,7 +146,7 @@ async function rawMode(args: Args): Promise<void> {
     forwardMs[b] = median(ts);
   }
   const out: RawNumbers = { preprocessMs: median(pre), preprocessCpuMs, sequentialMs: median(seq), forwardMs, device: model.info.device, threads: model.info.threads, optimizations: model.info.optimizations };
-  model.dispose();
+  await model.dispose();
   process.stdout.write(`RAW ${JSON.stringify(out)}\n`);
 }
 

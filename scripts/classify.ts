@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { cardPathFor, isRandomInit, loadCard } from '../src/card.js';
 import { Model } from '../src/model.js';
+import { softmaxTopk } from '../src/predictions.js';
 import { preprocess, specFromCard } from '../src/preprocess.js';
 import { bool, defineCli, int, isMain, optInt, optStr } from './lib/args.js';
 import { runMain } from './lib/cli.js';
@@ -49,23 +50,6 @@ function parseClassifyArgs(argv: readonly string[]): Args | undefined {
   };
 }
 
-export interface Prediction {
-  class_id: number;
-  class_name: string;
-  confidence: number;
-}
-
-/** Softmax over one row of logits, then the k largest (ties: lower class id first). */
-export function topK(logits: Float32Array, labels: readonly string[], k: number): Prediction[] {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  let sum = 0;
-  const p = new Float64Array(logits.length);
-  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i]! - max);
-  const idx = Array.from(p.keys()).sort((a, b) => p[b]! - p[a]! || a - b).slice(0, k);
-  return idx.map((i) => ({ class_id: i, class_name: labels[i] ?? `class ${i}`, confidence: p[i]! / sum }));
-}
-
 async function main(): Promise<void> {
   const args = parseClassifyArgs(process.argv.slice(2));
   if (!args) return;
@@ -93,7 +77,7 @@ async function main(): Promise<void> {
     const classes = shape[1];
     const results = args.images.map((file, i) => ({
       file,
-      predictions: topK(data.subarray(i * classes, (i + 1) * classes), card.labels, args.topk),
+      predictions: softmaxTopk(data.subarray(i * classes, (i + 1) * classes), args.topk, card.labels),
     }));
     if (args.json) {
       console.log(JSON.stringify({ model_variant: card.variant, weights: card.weights, forward_ms: ms, results }, null, 2));
@@ -110,7 +94,7 @@ async function main(): Promise<void> {
     }
     console.log(`\n${card.variant} on ${model.info.device}, ${model.info.threads} threads, batch ${inputs.length}: forward ${ms.toFixed(1)} ms`);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 

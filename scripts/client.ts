@@ -37,7 +37,8 @@ async function check(client: HttpClient, path: string, opts: ClientOptions): Pro
       if (res.status >= 200 && res.status <= 299) {
         const body = parseJson(res, what);
         try {
-          path === '/' ? validateInfo(body) : validateHealth(body, `GET ${path}`);
+          if (path === '/') validateInfo(body);
+          else validateHealth(body, `GET ${path}`);
         } catch (err) {
           if (err instanceof SchemaError) throw new ClientError(`invalid response from ${what}: ${err.message}`, res.status, 'INVALID_RESPONSE');
           throw err;

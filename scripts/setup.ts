@@ -2,7 +2,7 @@
  * `npm run setup [-- --test]` (after `npm install`): everything a fresh Debian 12 machine needs,
  * each step skipped when already done, so a second run takes seconds.
  *   1. Debian packages (dpkg-query first; apt-get only for what is missing, as root)
- *   2. the native addon (only if build/Release/densenet.node is older than its sources)
+ *   2. the native addons (only if build/Release/densenet.node or densenet_image.node is missing or older than their sources)
  *   3. TypeScript -> dist/ (only if a source is newer than the last build)
  *   4. the default model export (idempotent exporter)
  *   5. a smoke check: load the model through the addon and run one forward
@@ -10,7 +10,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bool, defineCli, isMain } from './lib/args.js';
 import { runMain } from './lib/cli.js';
@@ -22,10 +22,11 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Needed to build and run: libtorch + headers, Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
 export const RUNTIME_PACKAGES = ['libtorch-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
-/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples. */
-export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl'] as const;
+/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples, `npm run lint`'s C++ check. */
+export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl', 'clang-format'] as const;
 
-const NATIVE_ADDON = join(ROOT, 'build', 'Release', 'densenet.node');
+/** Both made by one `npm run build:native`: the libtorch addon and the image addon of the preprocessing workers. */
+const NATIVE_ADDONS = [join(ROOT, 'build', 'Release', 'densenet.node'), join(ROOT, 'build', 'Release', 'densenet_image.node')];
 const TS_STAMP = join(ROOT, 'dist', '.setup-build-stamp');
 
 export const CLI = defineCli({
@@ -38,7 +39,8 @@ export const CLI = defineCli({
   details: `Steps:
   1. Debian packages: ${RUNTIME_PACKAGES.join(' ')}
      with --test also: ${TEST_PACKAGES.join(' ')}
-  2. native addon (npm run build:native) if build/Release/densenet.node is missing or older than native/ or CMakeLists.txt
+  2. native addons (npm run build:native) if build/Release/densenet.node or densenet_image.node is missing
+     or older than native/ or CMakeLists.txt
   3. TypeScript (npm run build:ts) if a file in src/ is newer than the last build
   4. the default model (npm run export-model: ImageNet weights if downloadable, else seeded random)
   5. smoke check: load the model through the addon and run one forward
@@ -98,11 +100,13 @@ function newestMtime(paths: readonly string[], keep: (name: string) => boolean):
 
 async function buildNative(force: boolean): Promise<void> {
   const sources = newestMtime([join(ROOT, 'native'), join(ROOT, 'CMakeLists.txt')], (f) => /\.(cc|cpp|h|hpp|txt)$/.test(f));
-  if (!force && existsSync(NATIVE_ADDON) && statSync(NATIVE_ADDON).mtimeMs >= sources) {
-    log('  build/Release/densenet.node is newer than native/ and CMakeLists.txt: skipped');
+  const missing = NATIVE_ADDONS.filter((f) => !existsSync(f));
+  const built = missing.length === 0 ? Math.min(...NATIVE_ADDONS.map((f) => statSync(f).mtimeMs)) : 0;
+  if (!force && missing.length === 0 && built >= sources) {
+    log('  build/Release/densenet.node and densenet_image.node are newer than native/ and CMakeLists.txt: skipped');
     return;
   }
-  log(existsSync(NATIVE_ADDON) ? '  sources changed since the last build: rebuilding' : '  no addon yet: building (about a minute)');
+  log(missing.length === 0 ? '  sources changed since the last build: rebuilding' : `  no ${missing.map((f) => basename(f)).join(', ')} yet: building (about a minute)`);
   await run('npm', ['run', 'build:native'], { inherit: true, hint: 'the addon needs libtorch-dev, cmake and g++ (step 1)' });
 }
 
@@ -132,7 +136,7 @@ async function smokeCheck(modelPath: string, crop: number): Promise<void> {
     log(`  ${model.info.device}, libtorch ${model.info.torchVersion}, ${model.info.threads} threads, ` +
       `optimisations [${model.info.optimizations.join(', ')}]: forward -> [${shape.join(', ')}] in ${(performance.now() - t0).toFixed(0)} ms`);
   } finally {
-    model.dispose();
+    await model.dispose();
   }
 }
 
@@ -146,7 +150,7 @@ async function main(): Promise<void> {
   step(1, `Debian packages${withTest ? ' (with test packages)' : ''}`);
   await ensurePackages(withTest ? [...RUNTIME_PACKAGES, ...TEST_PACKAGES] : RUNTIME_PACKAGES);
 
-  step(2, 'native addon');
+  step(2, 'native addons');
   await buildNative(force);
 
   step(3, 'TypeScript');

@@ -8,14 +8,14 @@ import { AppError } from './errors.js';
 import { preprocess, type PreprocessSpec } from './preprocess.js';
 import { configureImageThreads, type PreprocessTask, type PreprocessReply, type PreprocessWorkerData } from './preprocess-pool.js';
 
-const { spec, maxPixels } = workerData as PreprocessWorkerData;
+const { spec, maxPixels, formats } = workerData as PreprocessWorkerData;
 const port = parentPort!;
 // After sharp has loaded here: loading sharp in a new thread turns libvips' (process-wide) op
 // cache back on, so the settings are made again by every worker.
 configureImageThreads();
 
 port.on('message', (task: PreprocessTask) => {
-  preprocess(new Uint8Array(task.image), spec as PreprocessSpec, { maxPixels }).then(
+  preprocess(new Uint8Array(task.image), spec as PreprocessSpec, { maxPixels, formats }).then(
     (tensor) => {
       const reply: PreprocessReply = { id: task.id, ok: true, tensor };
       port.postMessage(reply, [tensor.buffer as ArrayBuffer]);
@@ -23,7 +23,7 @@ port.on('message', (task: PreprocessTask) => {
     (err: unknown) => {
       const reply: PreprocessReply =
         err instanceof AppError
-          ? { id: task.id, ok: false, code: err.code, statusCode: err.statusCode, message: err.message }
+          ? { id: task.id, ok: false, code: err.code, message: err.message }
           : { id: task.id, ok: false, message: err instanceof Error ? err.message : String(err) };
       port.postMessage(reply);
     },

@@ -57,9 +57,11 @@ function world(extra: { rules?: FakeRule[]; flags?: string[]; ksvc?: FakeRule['r
 type Harness = Awaited<ReturnType<typeof withFakes>>;
 
 function applied(h: Harness) {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML, navigated freely
   return h.fake.commands().filter((c) => c.argv.includes('apply') && !c.argv.includes('--server-side')).map((c) => YAML.parse(c.stdin) as Record<string, any>);
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML, navigated freely
 const envOf = (doc: Record<string, any>) => doc.spec.template.spec.containers[0].env as { name: string; value?: string; valueFrom?: unknown }[];
 
 t.test('build, load, apply, wait for Ready, print URL and curl', async (t) => {

@@ -71,9 +71,13 @@ t.test('Dockerfile: build, run, classify, non-root, SIGTERM', async (t) => {
   const baseUrl = `http://127.0.0.1:${port}`;
 
   let exited = false;
-  const watch = setInterval(async () => {
-    const s = await docker(['inspect', '--format', '{{.State.Running}}', NAME], { reject: false, quiet: true });
-    if (s.stdout.trim() === 'false') exited = true;
+  const watch = setInterval(() => {
+    docker(['inspect', '--format', '{{.State.Running}}', NAME], { reject: false, quiet: true }).then(
+      (s) => {
+        if (s.stdout.trim() === 'false') exited = true;
+      },
+      () => undefined, // a failed inspect is retried on the next tick
+    );
   }, 2000);
   try {
     await waitForHttp(`${baseUrl}/readyz`, 300_000, () => exited);

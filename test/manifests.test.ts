@@ -28,6 +28,7 @@ import { parseDeployArgs } from '../scripts/deploy.js';
 const IMAGE = 'dev.local/densenet-inference:0123456789abcdef';
 const base = (over: Partial<ServiceOptions> = {}): ServiceOptions => ({ ...DEFAULT_SERVICE, image: IMAGE, traffic: { mode: 'latest' }, ...over });
 const clone = <T>(x: T): T => structuredClone(x);
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed YAML, navigated freely
 type AnyObj = Record<string, any>;
 
 function container(doc: AnyObj): AnyObj {

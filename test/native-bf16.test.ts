@@ -2,7 +2,8 @@
 // bound of fp32 and the top classes agree; elsewhere asking for it is a clear error. Either way
 // this file asserts something.
 import t from 'tap';
-import { Model, ModelOptionError, cpuHasAvx512Bf16 } from '../src/model.js';
+import { cpuHasAvx512Bf16 } from '../src/device.js';
+import { Model, ModelOptionError } from '../src/model.js';
 import { ensureDefaultModel } from './helpers/model.js';
 import { maxAbsDiff, seededInput, topk } from './helpers/native.js';
 
@@ -28,7 +29,7 @@ if (!cpuHasAvx512Bf16()) {
     t.same(b.shape, [n, 1000]);
     t.ok(b.data.every(Number.isFinite), 'finite logits');
     const diff = maxAbsDiff(a.data, b.data);
-    // Measured ~2e-2 on these random-init weights (shared/README.md); 0.1 leaves room, and a
+    // Measured ~2e-2 on these random-init weights (docs/design.md#bf16); 0.1 leaves room, and a
     // broken bf16 path (wrong layout, no autocast) is far off or exactly 0.
     t.ok(diff <= 0.1, `max abs diff vs fp32 ${diff.toExponential(2)} <= 0.1`);
     t.ok(diff > 0, 'bf16 really ran in reduced precision (differs from fp32)');

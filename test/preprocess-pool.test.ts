@@ -5,15 +5,16 @@
  */
 import t from 'tap';
 import { AppError } from '../src/errors.js';
-import { ImageError, preprocess, type PreprocessSpec } from '../src/preprocess.js';
+import { ImageError, SUPPORTED_FORMATS, preprocess, type PreprocessSpec } from '../src/preprocess.js';
 import { PreprocessPool } from '../src/preprocess-pool.js';
 import { makeImage, type ImageKind } from './helpers/images.js';
 
 const spec: PreprocessSpec = { resize: 256, crop: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 const maxPixels = 40_000_000;
+const formats = SUPPORTED_FORMATS;
 
 t.test('same tensors as preprocess() on the main thread, for every format', async (t) => {
-  const pool = new PreprocessPool({ spec, maxPixels, size: 2 });
+  const pool = new PreprocessPool({ spec, maxPixels, formats, size: 2 });
   t.teardown(() => pool.close());
   const kinds: ImageKind[] = ['jpeg', 'jpeg-exif6', 'png-alpha', 'gray', 'gif', 'webp', 'tiff', 'cmyk-jpeg'];
   for (const kind of kinds) {
@@ -27,7 +28,7 @@ t.test('same tensors as preprocess() on the main thread, for every format', asyn
 });
 
 t.test('typed image errors cross the thread boundary with their code and status', async (t) => {
-  const pool = new PreprocessPool({ spec, maxPixels: 1_000_000, size: 1 });
+  const pool = new PreprocessPool({ spec, maxPixels: 1_000_000, formats, size: 1 });
   t.teardown(() => pool.close());
   const cases: [ImageKind, string, number][] = [
     ['empty', 'EMPTY_IMAGE', 400],
@@ -51,7 +52,7 @@ t.test('typed image errors cross the thread boundary with their code and status'
 });
 
 t.test('more tasks than workers: all answered, each with its own result, input not detached', async (t) => {
-  const pool = new PreprocessPool({ spec, maxPixels, size: 2 });
+  const pool = new PreprocessPool({ spec, maxPixels, formats, size: 2 });
   t.teardown(() => pool.close());
   const imgs = await Promise.all([1, 2, 3, 4, 5, 6, 7].map((seed) => makeImage('jpeg', { seed, width: 320, height: 240 })));
   const got = await Promise.all(imgs.map((img) => pool.run(img)));
@@ -63,7 +64,7 @@ t.test('more tasks than workers: all answered, each with its own result, input n
 });
 
 t.test('a worker that dies fails only its task (500 PREPROCESS_FAILED) and is replaced', async (t) => {
-  const pool = new PreprocessPool({ spec, maxPixels, size: 1 });
+  const pool = new PreprocessPool({ spec, maxPixels, formats, size: 1 });
   t.teardown(() => pool.close());
   const big = await makeImage('large-jpeg');
   const running = pool.run(big);
@@ -82,7 +83,7 @@ t.test('a worker that dies fails only its task (500 PREPROCESS_FAILED) and is re
 });
 
 t.test('close(): queued tasks fail with 503 SHUTTING_DOWN, later runs too', async (t) => {
-  const pool = new PreprocessPool({ spec, maxPixels, size: 1 });
+  const pool = new PreprocessPool({ spec, maxPixels, formats, size: 1 });
   const img = await makeImage('jpeg');
   const tasks = [pool.run(img), pool.run(img), pool.run(img)].map((p) =>
     p.then(
@@ -99,6 +100,36 @@ t.test('close(): queued tasks fail with 503 SHUTTING_DOWN, later runs too', asyn
   t.equal((late as AppError).statusCode, 503);
 });
 
+t.test('the main thread keeps running while a worker preprocesses a 4000x3000 JPEG', async (t) => {
+  const pool = new PreprocessPool({ spec, maxPixels, formats, size: 1 });
+  t.teardown(() => pool.close());
+  await pool.run(await makeImage('jpeg')); // worker started, addon loaded
+  const big = await makeImage('large-jpeg');
+  let turns = 0;
+  let running = true;
+  const spin = (): void => {
+    turns++;
+    if (running) setImmediate(spin);
+  };
+  setImmediate(spin);
+  const out = await pool.run(big);
+  running = false;
+  t.equal(out.length, 3 * 224 * 224);
+  t.ok(turns >= 20, `event loop turns while the worker decoded and resampled: ${turns}`);
+});
+
+t.test('IMAGE_FORMATS reaches the workers: a disabled format is a 415 naming what is enabled', async (t) => {
+  const pool = new PreprocessPool({ spec, maxPixels, formats: ['jpeg', 'png'], size: 1 });
+  t.teardown(() => pool.close());
+  const err = await pool.run(await makeImage('webp')).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof ImageError, 'an ImageError');
+  t.match(err, { code: 'UNSUPPORTED_IMAGE', statusCode: 415, message: /webp images are not enabled on this server \(enabled: jpeg, png; IMAGE_FORMATS can enable webp, gif, tiff, avif\)/ });
+  t.equal((await pool.run(await makeImage('png'))).length, 3 * 224 * 224, 'an enabled format still works');
+});
+
 t.test('rejects a bad size with a clear message', async (t) => {
-  t.throws(() => new PreprocessPool({ spec, maxPixels, size: 0 }), /Expected integer >= 1 for size but received 0/);
+  t.throws(() => new PreprocessPool({ spec, maxPixels, formats, size: 0 }), /Expected integer >= 1 for size but received 0/);
 });

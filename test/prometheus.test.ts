@@ -90,7 +90,11 @@ const SCRAPE_JOBS = YAML.parse(readFileSync(join(MONITORING, 'scrape-configs.yam
 
 /** The scrape jobs with Kubernetes pod discovery swapped for a file of targets (same relabelling). */
 function jobsOnFileSd(file: string) {
-  return SCRAPE_JOBS.scrape_configs.map(({ kubernetes_sd_configs: _, ...job }) => ({ ...job, scrape_interval: '1s', scrape_timeout: '1s', file_sd_configs: [{ files: [file] }] }));
+  return SCRAPE_JOBS.scrape_configs.map((job) => {
+    const { kubernetes_sd_configs: sd, ...rest } = job;
+    if (!sd) throw new Error(`${job.job_name}: expected kubernetes_sd_configs`);
+    return { ...rest, scrape_interval: '1s', scrape_timeout: '1s', file_sd_configs: [{ files: [file] }] };
+  });
 }
 
 /** What Kubernetes pod discovery reports for the containers' ports of a Knative pod of this app (and one of another app). */

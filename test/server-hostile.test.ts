@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { makeImage, type ImageKind } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 const TOKEN = 'hostile-test-token-123';
 const server = await startServer({ maxBatch: 4, bodyLimit: 1024 * 1024, maxFiles: 10, httpRequestTimeoutMs: 1500, apiToken: TOKEN });
@@ -152,7 +152,7 @@ t.test('after all that: alive, ready and correct', async (t) => {
   t.equal((await send('/healthz', {})).status, 200);
   t.equal((await send('/readyz', {})).status, 200);
   const backend = server.app.ctx.service!.backend;
-  const want = softmaxTopk(await backend.forward(await backend.preprocess(good), 1), 5, backend.card.labels);
+  const want = softmaxTopk((await backend.forward(await backend.preprocess(good), 1)).logits, 5, backend.card.labels);
   const r = await send('/predict', { 'content-type': 'image/jpeg', ...auth }, good);
   t.equal(r.status, 200);
   t.same(r.body.predictions.map((p: { class_id: number }) => p.class_id), want.map((p) => p.class_id));

@@ -4,7 +4,7 @@
  * AppError with a 4xx status.
  */
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '../errors.js';
+import { AppError, type ErrorCode } from '../errors.js';
 
 export interface PredictInput {
   images: Buffer[];
@@ -20,7 +20,7 @@ export interface InputLimits {
   numClasses: number;
 }
 
-const bad = (code: string, message: string, status = 400): AppError => new AppError(code, status, message);
+const bad = (code: ErrorCode, message: string): AppError => new AppError(code, message);
 
 export function parseTopk(v: unknown, numClasses: number): number {
   if (v === undefined || v === null || v === '') return Math.min(5, numClasses);
@@ -111,7 +111,7 @@ export function parseJsonInput(body: unknown, query: Record<string, unknown>, li
   if (b.images !== undefined) {
     if (!Array.isArray(b.images) || b.images.length === 0) throw bad('INVALID_REQUEST', '"images" must be a non-empty array of base64 strings');
     if (b.images.length > limits.maxFiles) {
-      throw bad('TOO_MANY_FILES', `at most ${limits.maxFiles} images per request, got ${b.images.length}`, 413);
+      throw bad('TOO_MANY_FILES', `at most ${limits.maxFiles} images per request, got ${b.images.length}`);
     }
     if (b.batch_size !== undefined && b.batch_size !== 1) throw bad('INVALID_BATCH_SIZE', 'batch_size applies to a single "image" only');
     return { images: b.images.map((s, i) => decodeBase64(s, `images[${i}]`)), batchSize: 1, topk };
@@ -136,7 +136,7 @@ export async function parseMultipartInput(request: FastifyRequest, limits: Input
       const buf = await part.toBuffer(); // throws FST_REQ_FILE_TOO_LARGE past limits.fileSize
       total += buf.length;
       if (total > limits.bodyLimit) {
-        throw bad('BODY_TOO_LARGE', `uploaded files exceed ${limits.bodyLimit} bytes in total (BODY_LIMIT)`, 413);
+        throw bad('BODY_TOO_LARGE', `uploaded files exceed ${limits.bodyLimit} bytes in total (BODY_LIMIT)`);
       }
       images.push(buf);
     } else if (part.fieldname === 'topk') {

@@ -3,14 +3,14 @@
  * One image -> {"predictions", "latency_ms", "model_variant", "batch_size"} (the original
  * format); several -> {"results": [per image: {"predictions"} | {"error","code","message"}], ...}.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { AppError } from '../../errors.js';
 import { errorBody } from '../errors.js';
 import { parseJsonInput, parseMultipartInput, parseRawInput, type InputLimits, type PredictInput } from '../input.js';
-import { softmaxTopk } from '../inference.js';
+import { softmaxTopk } from '../../predictions.js';
 
 export interface RouteOptions {
-  auth: onRequestHookHandler | undefined;
+  auth: onRequestAsyncHookHandler | undefined;
 }
 
 const ms = (v: number): number => Math.round(v * 100) / 100;
@@ -24,7 +24,7 @@ export async function predictRoutes(app: FastifyInstance, opts: RouteOptions): P
     if (request.isMultipart()) return parseMultipartInput(request, limits);
     if (Buffer.isBuffer(request.body)) return parseRawInput(request.body, query, limits);
     if (request.body === undefined || request.body === null) {
-      throw new AppError('NO_IMAGE', 400, 'no image: send multipart/form-data, JSON {"image": "<base64>"}, or an image/* body');
+      throw new AppError('NO_IMAGE', 'no image: send multipart/form-data, JSON {"image": "<base64>"}, or an image/* body');
     }
     return parseJsonInput(request.body, query, limits);
   }

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../errors.js';
 import type { RouteOptions } from './predict.js';
 
-const bad = (message: string, code = 'INVALID_INFER_REQUEST'): AppError => new AppError(code, 400, message);
+const bad = (message: string): AppError => new AppError('INVALID_INFER_REQUEST', message);
 
 /** Flatten `data` (flat or nested to `shape`) into Float32Array, checking every element. */
 export function tensorFromData(data: unknown, shape: readonly number[]): Float32Array {
@@ -41,8 +41,8 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
 
   const modelOr404 = (name: string) => {
     const service = ctx.service;
-    if (!service) throw new AppError('NOT_READY', 503, 'the model is still loading', { headers: { 'retry-after': '2' } });
-    if (name !== service.backend.card.name) throw new AppError('MODEL_NOT_FOUND', 404, `model "${name}" not found (this server serves "${service.backend.card.name}")`);
+    if (!service) throw new AppError('NOT_READY', 'the model is still loading');
+    if (name !== service.backend.card.name) throw new AppError('MODEL_NOT_FOUND', `model "${name}" not found (this server serves "${service.backend.card.name}")`);
     return service;
   };
 
