@@ -179,8 +179,7 @@ export function renderService(o: ServiceOptions, templatePath = SERVICE_TEMPLATE
   const c = (tspec.containers as Obj[])[0]!;
   c.image = o.image;
   const env = new Map<string, string>(((c.env as { name: string; value: string }[]) ?? []).map((e) => [e.name, e.value]));
-  // Inside a CPU quota Node still sees every core of the node, so the CPU-derived defaults
-  // (THREADS, PREPROCESS_CONCURRENCY, PREPROCESS_DURING_FORWARD) are set from the limit here;
+  // THREADS, PREPROCESS_CONCURRENCY and PREPROCESS_DURING_FORWARD from the limit's whole cores;
   // INSTANCES=auto leaves the number of inference instances to the server.
   const cores = threadsForCpuLimit(o.cpuLimit);
   env.set('THREADS', String(cores));
