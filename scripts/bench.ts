@@ -100,8 +100,7 @@ interface RawNumbers {
 async function rawMode(args: Args): Promise<void> {
   const { Model } = await import('../src/model.js');
   const { loadCard, cardPathFor } = await import('../src/card.js');
-  const { preprocess, specFromCard } = await import('../src/preprocess.js');
-  const { configureImageThreads } = await import('../src/preprocess-pool.js');
+  const { preprocess, specFromCard, configureImageThreads } = await import('../src/preprocess.js');
   configureImageThreads();
   const card = await loadCard(cardPathFor(args.modelPath));
   const { loadConfig } = await import('../src/config.js');

@@ -47,7 +47,7 @@ export interface Config {
   logLevel: LogLevel;
   /** SIGTERM/SIGINT: how long in-flight work may take before the process gives up (exit 1). */
   drainTimeoutMs: number;
-  /** Images preprocessed at once: as many worker threads, each decode also on one libuv pool thread and one libvips thread. */
+  /** Images preprocessed at once, each on one libuv pool thread (and one libvips thread while decoding). */
   preprocessConcurrency: number;
   /** Images decoded at once while a forward runs; 'auto': CPUs - THREADS on CPU, all on CUDA. */
   preprocessDuringForward: number | 'auto';

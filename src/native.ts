@@ -1,7 +1,6 @@
 /**
  * The only place that loads native addons: build/Release/densenet.node (libtorch, the model) and
- * build/Release/densenet_image.node (image preprocessing, no libtorch: loaded by each
- * preprocessing worker thread). Everything else imports the typed interfaces from here. If
+ * build/Release/densenet_image.node (image preprocessing on libuv's pool, no libtorch). Everything else imports the typed interfaces from here. If
  * loading fails, the error says why and what to do.
  */
 import { createRequire } from 'node:module';
@@ -79,13 +78,14 @@ export type PixelLayout = 'rgb' | 'cmyk';
 export interface ImageAddon {
   /**
    * Pillow's bilinear resize of a width x height image to resizedWidth x resizedHeight, the
-   * crop x crop window at (left, top), then ToTensor + Normalize: CHW float32. The caller
-   * checks the geometry (src/preprocess.ts).
+   * crop x crop window at (left, top), then ToTensor + Normalize: CHW float32, computed on
+   * libuv's thread pool. Bad arguments throw at once; the caller checks the geometry
+   * (src/preprocess.ts). `pixels` must not change until the promise settles.
    */
   resizeCropNormalize(
     pixels: Uint8Array, layout: PixelLayout, width: number, height: number, resizedWidth: number, resizedHeight: number,
     left: number, top: number, crop: number, mean: readonly number[], std: readonly number[],
-  ): Float32Array;
+  ): Promise<Float32Array>;
 }
 
 /** Repository root: src/native.ts and dist/src/native.js both sit two levels below it (or one). */

@@ -5,11 +5,11 @@
  *
  * sharp (libvips) decodes and EXIF-orients; the image addon (native/image, loaded through
  * src/native.ts) does Pillow's bilinear resize for only the crop x crop output pixels, PIL's
- * CMYK -> RGB formula, and the normalisation. It runs synchronously on the calling thread: the
- * server calls this only on its preprocessing worker threads. What matches PIL, and the one
- * deliberate difference (16-bit greyscale), is explained in docs/preprocessing.md.
+ * CMYK -> RGB formula, and the normalisation. Both run on libuv's thread pool: the event loop
+ * only schedules them. What matches PIL, and the one deliberate difference (16-bit greyscale), is
+ * explained in docs/preprocessing.md.
  *
- * Touches no global sharp setting (concurrency, cache): the server decides those.
+ * Touches no global sharp setting unless the server calls configureImageThreads().
  */
 import sharp, { type OutputInfo } from 'sharp';
 import type { ModelCard } from './card.js';
@@ -170,6 +170,16 @@ async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number)
   return { pixels: data, layout, width: info.width, height: info.height };
 }
 
+/**
+ * The server's sharp settings (docs/design.md, "No decode during a CPU forward"): each decode uses
+ * one libuv pool thread and one libvips thread (concurrency 1), so PREPROCESS_CONCURRENCY bounds
+ * the CPUs preprocessing takes; the operation cache is off, since every request is a new image.
+ */
+export function configureImageThreads(): void {
+  sharp.concurrency(1);
+  sharp.cache(false);
+}
+
 export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpec, opts: PreprocessOptions): Promise<Float32Array> {
   if (input.length === 0) throw new ImageError('EMPTY_IMAGE', 'the image is empty (0 bytes)');
   const format = checkFormat(sniffFormat(input), opts.formats ?? SUPPORTED_FORMATS);
@@ -180,5 +190,5 @@ export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpe
   if (left < 0 || top < 0 || left + crop > size.width || top + crop > size.height) {
     throw new RangeError(`crop ${crop} does not fit in the resized ${size.width}x${size.height}`);
   }
-  return loadImageAddon().resizeCropNormalize(pixels, layout, width, height, size.width, size.height, left, top, crop, mean, std);
+  return await loadImageAddon().resizeCropNormalize(pixels, layout, width, height, size.width, size.height, left, top, crop, mean, std);
 }

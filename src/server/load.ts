@@ -1,13 +1,13 @@
 /**
- * The real InferenceBackend: Model (libtorch addon) + model card + preprocessing on a pool of
- * worker threads (PreprocessPool; its workers set libvips' threads: see configureImageThreads).
+ * The real InferenceBackend: Model (libtorch addon) + model card + preprocess() (sharp's decode
+ * and the image addon's resample, both on libuv's thread pool; see configureImageThreads).
  */
 import sharp from 'sharp';
 import { cardPathFor, loadCard } from '../card.js';
 import type { Config } from '../config.js';
 import { Model } from '../model.js';
-import { specFromCard, type ImageFormat } from '../preprocess.js';
-import { PreprocessPool } from '../preprocess-pool.js';
+import { AppError } from '../errors.js';
+import { ImageError, configureImageThreads, preprocess, specFromCard, type ImageFormat } from '../preprocess.js';
 import type { InferenceBackend } from './backend.js';
 
 /** A 640x480 photo-sized image with structure (gradients), made here: a JPEG unless IMAGE_FORMATS leaves JPEG out. */
@@ -36,7 +36,8 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
     precision: config.precision,
   });
   const spec = specFromCard(card);
-  const pool = new PreprocessPool({ spec, maxPixels: config.maxPixels, formats: config.imageFormats, size: config.preprocessConcurrency });
+  configureImageThreads();
+  const options = { maxPixels: config.maxPixels, formats: config.imageFormats };
   const info = model.info;
   const [c, h, w] = info.inputShape;
   let preprocessWarm: Promise<unknown> | undefined;
@@ -53,21 +54,28 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
       inputShape: info.inputShape,
       numClasses: info.numClasses,
     },
-    preprocess: (image) => pool.run(image),
+    preprocess: async (image) => {
+      try {
+        return await preprocess(image, spec, options);
+      } catch (err) {
+        if (err instanceof ImageError) throw err;
+        throw new AppError('PREPROCESS_FAILED', `image preprocessing failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+    },
     forward: async (input, batch) => {
       const r = await model.forward(input, [batch, c, h, w]);
       return { logits: r.data, instance: r.instance, seconds: r.seconds };
     },
     warmup: async (sizes) => {
       const t0 = performance.now();
-      // The first call also has every preprocessing worker decode a photo once (module load, JIT).
-      preprocessWarm ??= warmupImage(config.imageFormats).then((photo) => Promise.all(Array.from({ length: pool.size }, () => pool.run(photo))));
+      // The first call also decodes a photo once (libvips and the image addon load, caches fill).
+      preprocessWarm ??= warmupImage(config.imageFormats).then((photo) => preprocess(photo, spec, options));
       await Promise.all([preprocessWarm, model.warmup(sizes)]);
       return (performance.now() - t0) / 1000;
     },
     releaseMemory: () => model.releaseMemory(),
     dispose: async () => {
-      await Promise.all([pool.close(), model.dispose()]);
+      await model.dispose();
     },
   };
 }

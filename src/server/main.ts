@@ -9,7 +9,7 @@
  * - GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
  *   (stable forward timings, lower RSS: docs/design.md#allocator-settings).
  * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
- *   late; the default 4 is what the thread budget in preprocess-pool.ts (configureImageThreads) assumes.
+ *   late; the default 4 is what the thread budget of preprocess.ts (configureImageThreads) assumes.
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config.js';
@@ -21,6 +21,12 @@ function version(): string {
   } catch {
     return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
   }
+}
+
+/** CPU time of the whole process (every thread) so far, in seconds. */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 async function main(): Promise<void> {
@@ -87,7 +93,10 @@ async function main(): Promise<void> {
   ctx.metrics.modelWarmup.set(warm.seconds);
   if (stopping) return;
   ctx.markReady();
-  log.info({ warmupSeconds: warm.seconds, instances: backend.info.instances, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs }, 'ready');
+  log.info(
+    { startupSeconds: process.uptime(), startupCpuSeconds: cpuSeconds(), warmupSeconds: warm.seconds, instances: backend.info.instances, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs },
+    'ready',
+  );
   warm.background.then(
     () => log.info({ batchSizes: service.batcher.batchSizes }, 'every batch size warmed up'),
     (err: unknown) => {
