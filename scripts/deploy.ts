@@ -56,7 +56,7 @@ export const CLI = defineCli({
     'container-concurrency': { type: 'string', help: 'hard limit of requests per pod (0 = unlimited)', default: String(D.containerConcurrency), valueName: 'n' },
     'timeout-seconds': { type: 'string', help: 'request timeout', default: String(D.timeoutSeconds), valueName: 's' },
     'cpu-request': { type: 'string', help: `CPU request (default: ${D.cpuRequest}, with --gpu ${G.cpuRequest})`, valueName: 'qty' },
-    'cpu-limit': { type: 'string', help: `CPU limit; THREADS = its whole cores (default: ${D.cpuLimit}, with --gpu ${G.cpuLimit})`, valueName: 'qty' },
+    'cpu-limit': { type: 'string', help: `CPU limit; the server sizes INSTANCES x THREADS to its whole cores (default: ${D.cpuLimit}, with --gpu ${G.cpuLimit})`, valueName: 'qty' },
     'memory-request': { type: 'string', help: `memory request (default: ${D.memoryRequest}, with --gpu ${G.memoryRequest})`, valueName: 'qty' },
     'memory-limit': { type: 'string', help: `memory limit (default: ${D.memoryLimit}, with --gpu ${G.memoryLimit})`, valueName: 'qty' },
     env: { type: 'string', multiple: true, help: 'server environment variable, e.g. MAX_BATCH=8 (not PORT, K_*, or secrets)', valueName: 'KEY=VALUE' },

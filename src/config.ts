@@ -79,7 +79,7 @@ export interface Host {
   cpus: number;
 }
 
-/** CPUs of the machine, capped by the cgroup (v2 or v1) CPU quota when one is set. */
+/** CPUs of the machine, capped by the whole cores of a cgroup (v2 or v1) CPU quota when one is set. */
 export function detectHost(): Host {
   const machine = os.availableParallelism();
   let quota = Infinity;
@@ -95,7 +95,8 @@ export function detectHost(): Host {
       // No cgroup CPU controller visible: the machine's CPUs.
     }
   }
-  return { cpus: Math.max(1, Math.min(machine, Math.ceil(quota))) };
+  // Whole cores: OpenMP threads beyond the quota would only be throttled.
+  return { cpus: Math.max(1, Math.min(machine, Math.floor(quota + 1e-9))) };
 }
 
 /**

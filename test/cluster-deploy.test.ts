@@ -289,7 +289,7 @@ t.test('--gpu: GPU defaults, CUDA build args, nvidia runtime class; explicit opt
   t.same(c.resources, { requests: { cpu: '1', memory: '2Gi' }, limits: { cpu: '4', memory: '6Gi', 'nvidia.com/gpu': '1' } }, 'more than one CPU, GPU-sized memory');
   t.equal(doc.spec.template.metadata.annotations['autoscaling.knative.dev/min-scale'], '1', 'a GPU cold start is expensive: keep one pod');
   const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
-  t.match(env, { DEVICE: 'cuda', THREADS: '4', PREPROCESS_CONCURRENCY: '4', PREPROCESS_DURING_FORWARD: '4', NVIDIA_DRIVER_CAPABILITIES: 'compute,utility' });
+  t.match(env, { DEVICE: 'cuda', INSTANCES: 'auto', THREADS: 'auto', NVIDIA_DRIVER_CAPABILITIES: 'compute,utility' });
   t.doesNotThrow(() => validateService(doc));
   const build = h.lines.find((l) => l.includes('dry-run, not run) $ docker build'))!;
   for (const a of ['BASE_IMAGE=my/cuda-devel:1', 'TORCH_SOURCE=context', 'MODEL_SOURCE=context']) t.match(build, `--build-arg ${a}`);

@@ -18,7 +18,7 @@ import {
   renderService,
   secretManifest,
   serviceYaml,
-  threadsForCpuLimit,
+  coresForCpuLimit,
   unknownFields,
   validateService,
   type ServiceOptions,
@@ -56,9 +56,8 @@ t.test('default rendering: the design defaults', async (t) => {
   t.ok(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold >= 120, 'startup probe allows minutes for model load + warm-up');
   t.equal(doc.spec.template.spec.containerConcurrency, 20);
   t.equal(doc.spec.template.spec.timeoutSeconds, 60);
-  t.same(c.env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '1' });
-  t.same(c.env.find((e: AnyObj) => e.name === 'PREPROCESS_CONCURRENCY'), { name: 'PREPROCESS_CONCURRENCY', value: '1' }, 'sized to the CPU limit, not the node');
-  t.same(c.env.find((e: AnyObj) => e.name === 'PREPROCESS_DURING_FORWARD'), { name: 'PREPROCESS_DURING_FORWARD', value: '0' }, 'CPU: no decode during a forward');
+  t.same(c.env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: 'auto' }, 'the server sizes itself from its cgroup CPU quota');
+  t.notOk(c.env.find((e: AnyObj) => e.name === 'PREPROCESS_CONCURRENCY'), 'left to the server (its quota, not the node)');
   t.same(c.env.find((e: AnyObj) => e.name === 'DEVICE'), { name: 'DEVICE', value: 'cpu' });
   t.same(c.env.find((e: AnyObj) => e.name === 'INSTANCES'), { name: 'INSTANCES', value: 'auto' }, 'the server chooses its inference instances');
   t.equal(c.securityContext.runAsNonRoot, true);
@@ -84,29 +83,27 @@ t.test('--gpu, --canary and overrides render valid manifests', async (t) => {
   const gpu = renderService(variants[0]![1]) as AnyObj;
   t.equal(container(gpu).resources.limits['nvidia.com/gpu'], '1');
   t.same(container(gpu).env.find((e: AnyObj) => e.name === 'DEVICE'), { name: 'DEVICE', value: 'cuda' });
-  t.same(container(gpu).env.find((e: AnyObj) => e.name === 'PREPROCESS_DURING_FORWARD'), { name: 'PREPROCESS_DURING_FORWARD', value: '1' }, 'GPU: decode while it computes');
   const canary = renderService(variants[1]![1]) as AnyObj;
   t.equal(canary.spec.template.metadata.name, 'densenet-aaaaaaaaaa');
   t.same(canary.spec.traffic.map((x: AnyObj) => x.percent), [25, 75, 0]);
   const ov = renderService(variants[3]![1]) as AnyObj;
-  t.same(container(ov).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '2' }, 'THREADS from a 2500m limit');
   t.same(container(ov).env.find((e: AnyObj) => e.name === 'MAX_BATCH'), { name: 'MAX_BATCH', value: '8' });
   t.equal(ov.metadata.namespace, 'ml');
   t.same(container(ov).env.find((e: AnyObj) => e.name === 'API_TOKEN'), { name: 'API_TOKEN', valueFrom: { secretKeyRef: { name: 'dn-secrets', key: 'API_TOKEN' } } }, 'a secret is referenced, never inlined');
   t.equal(ov.spec.template.metadata.annotations['densenet-serve/secret-version'], '17');
   t.equal(gpu.spec.template.spec.runtimeClassName, 'nvidia', 'GPU pods run with the nvidia RuntimeClass');
   const cli = renderService(variants[4]![1]) as AnyObj;
-  t.same(container(cli).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '4' });
+  t.same(container(cli).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: 'auto' }, 'a 4-CPU limit: the server sizes itself');
   t.same(container(cli).env.find((e: AnyObj) => e.name === 'LOG_LEVEL'), { name: 'LOG_LEVEL', value: 'debug' }, '--env overrides the template');
 });
 
 t.test('threads from the CPU limit', async (t) => {
-  t.equal(threadsForCpuLimit('100m'), 1);
-  t.equal(threadsForCpuLimit('1000m'), 1);
-  t.equal(threadsForCpuLimit('1999m'), 1);
-  t.equal(threadsForCpuLimit('2'), 2);
-  t.equal(threadsForCpuLimit('3.5'), 3);
-  t.throws(() => threadsForCpuLimit('two'), ManifestError);
+  t.equal(coresForCpuLimit('100m'), 1);
+  t.equal(coresForCpuLimit('1000m'), 1);
+  t.equal(coresForCpuLimit('1999m'), 1);
+  t.equal(coresForCpuLimit('2'), 2);
+  t.equal(coresForCpuLimit('3.5'), 3);
+  t.throws(() => coresForCpuLimit('two'), ManifestError);
 });
 
 t.test('bad options are refused before rendering', async (t) => {
@@ -178,7 +175,7 @@ t.test('secrets: base64 in a Secret, redacted whenever printed', async (t) => {
   container(doc).env.push({ name: 'SOME_API_KEY', value: 'leak' });
   const shown = redact(doc) as AnyObj;
   t.same(container(shown).env.find((e: AnyObj) => e.name === 'SOME_API_KEY'), { name: 'SOME_API_KEY', value: REDACTED }, 'secret-looking plain values are redacted too');
-  t.same(container(shown).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: '1' }, 'others are kept');
+  t.same(container(shown).env.find((e: AnyObj) => e.name === 'THREADS'), { name: 'THREADS', value: 'auto' }, 'others are kept');
 });
 
 t.test('Prometheus Operator objects: the PodMonitor and the rules as a PrometheusRule validate and fit the Service', async (t) => {

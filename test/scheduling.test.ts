@@ -132,8 +132,8 @@ t.test('two instances: two batches really run at once, each instance is counted'
   t.same(service.instances.map((s) => s.batches).reduce((a, c) => a + c), b.batches.length);
   t.ok(service.instances.every((s) => s.batches >= 1 && s.busySeconds > 0.03), 'busy time per instance');
   const text = await metrics.registry.metrics();
-  t.match(text, /inference_instance_batches_total\{instance="0"\} [1-9]/);
-  t.match(text, /inference_instance_busy_seconds_total\{instance="1"\} 0\.\d+/);
+  t.match(text, /inference_instance_batches_total\{model_instance="0"\} [1-9]/);
+  t.match(text, /inference_instance_busy_seconds_total\{model_instance="1"\} 0\.\d+/);
 });
 
 t.test('two 1-thread instances on 2 CPUs: a free core decodes while the other instance computes', async (t) => {

@@ -40,7 +40,7 @@ export interface ServiceOptions {
   memoryLimit: string;
   gpu: boolean;
   traffic: Traffic;
-  /** Extra environment for the server (config.ts names); THREADS and DEVICE are set from the options. */
+  /** Extra environment for the server (config.ts names); INSTANCES, THREADS and DEVICE are set from the options. */
   env: Record<string, string>;
   /** Environment variables read from the Service's Secret (secretName()), never written in the spec. */
   secretEnv: string[];
@@ -110,8 +110,8 @@ export function cpuCores(q: string): number {
   return m[2] === 'm' ? Number(m[1]) / 1000 : Number(m[1]);
 }
 
-/** Intra-op threads for a CPU limit: whole cores, at least one (more threads than cores thrash OpenMP). */
-export function threadsForCpuLimit(limit: string): number {
+/** Whole cores of a CPU limit, at least one (what the server sees of its cgroup quota). */
+export function coresForCpuLimit(limit: string): number {
   return Math.max(1, Math.floor(cpuCores(limit) + 1e-9));
 }
 
@@ -179,14 +179,10 @@ export function renderService(o: ServiceOptions, templatePath = SERVICE_TEMPLATE
   const c = (tspec.containers as Obj[])[0]!;
   c.image = o.image;
   const env = new Map<string, string>(((c.env as { name: string; value: string }[]) ?? []).map((e) => [e.name, e.value]));
-  // THREADS, PREPROCESS_CONCURRENCY and PREPROCESS_DURING_FORWARD from the limit's whole cores;
-  // INSTANCES=auto leaves the number of inference instances to the server.
-  const cores = threadsForCpuLimit(o.cpuLimit);
-  env.set('THREADS', String(cores));
+  // The server reads its CPU limit from the cgroup quota and derives INSTANCES, THREADS and its
+  // preprocessing slots from it (src/config.ts): one rule, in one place.
   env.set('INSTANCES', 'auto');
-  env.set('PREPROCESS_CONCURRENCY', String(cores));
-  // CPU: the forward owns the whole quota, so decodes wait for it; a GPU forward leaves it free.
-  env.set('PREPROCESS_DURING_FORWARD', o.gpu ? String(cores) : '0');
+  env.set('THREADS', 'auto');
   env.set('DEVICE', o.gpu ? 'cuda' : 'cpu');
   // The NVIDIA runtime mounts the driver's compute libraries (libcuda) only when asked.
   if (o.gpu) env.set('NVIDIA_DRIVER_CAPABILITIES', 'compute,utility');

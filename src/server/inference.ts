@@ -131,8 +131,8 @@ export class InferenceService {
           stats.images += n;
           stats.busySeconds += r.seconds;
         }
-        metrics.instanceBatches.inc({ instance: String(r.instance) });
-        metrics.instanceBusy.inc({ instance: String(r.instance) }, r.seconds);
+        metrics.instanceBatches.inc({ model_instance: String(r.instance) });
+        metrics.instanceBusy.inc({ model_instance: String(r.instance) }, r.seconds);
         return r.logits;
       },
       concurrency: instances,
