@@ -1,7 +1,8 @@
 # node-gyp alternative to CMakeLists.txt (cmake-js is the default build): the same sources into
-# build/Release/densenet.node. `npm run build:native:gyp` (= node-gyp rebuild). Needs Node's
-# headers locally: Debian's are found with nodedir=/usr (npm config set nodedir /usr, or
-# `node-gyp rebuild --nodedir=/usr`); node-gyp otherwise tries to download them.
+# build/Release/densenet.node and build/Release/densenet_image.node.
+# `npm run build:native:gyp` (= node-gyp rebuild). Needs Node's headers locally: Debian's are
+# found with nodedir=/usr (npm config set nodedir /usr, or `node-gyp rebuild --nodedir=/usr`);
+# node-gyp otherwise tries to download them.
 # Default libtorch: Debian's libtorch-dev (/usr/include, /usr/lib/x86_64-linux-gnu). Another one:
 # LIBTORCH=/path/to/libtorch (a zip/pip libtorch with include/ and lib/); TORCH_CXX11_ABI=0 for
 # a pre-C++11-ABI build. Linking torch_cuda (when present) is left to the CMake build.
@@ -41,6 +42,16 @@
       "conditions": [
         ["have_dnnl==1", {"defines": ["DENSENET_HAVE_DNNL"], "libraries": ["-ldnnl"]}]
       ]
+    },
+    {
+      # The image addon for the preprocessing workers: no libtorch.
+      "target_name": "densenet_image",
+      "sources": ["native/image/resample.cc", "native/image/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native/image"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3"]
     }
   ]
 }

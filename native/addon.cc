@@ -1,26 +1,34 @@
-// N-API glue only: a Model ObjectWrap over one Worker (the model's inference thread) and one
-// ThreadSafeFunction that answers promises on the JS thread. No torch headers here: the JS
-// thread only copies typed arrays into plain buffers (shared/README.md, "libtorch inside Node").
+// N-API glue only: a Model ObjectWrap over one InstancePool (the model's inference threads) and
+// one ThreadSafeFunction that carries results back to the JS thread. No torch headers here: the
+// JS thread only copies typed arrays into plain buffers (docs/design.md, "Inference threads").
+//
+// Promises live on the JS thread only: each call gets an id, its Deferred waits in Core::deferreds,
+// and the inference threads send back plain Completions naming that id.
 //
 // Lifetimes:
-//  - Core (worker + TSFN) is shared by the Model and the TSFN; it dies when both let go.
+//  - Core (pool + TSFN + deferreds) is shared by the Model and the TSFN; it dies when both let go.
 //  - The TSFN is unref'd while the model is idle, so Node can exit; it is ref'd (and the Model
 //    pinned against GC) while any promise is pending.
-//  - dispose(): queued jobs are rejected (MODEL_DISPOSED), the running one finishes, the engine
-//    is destroyed on the worker, then the JS thread joins it and releases the TSFN.
-//  - Env teardown: Node finalizes the TSFN; the finalizer stops and joins the worker.
-//  - process.exit(): an atexit handler stops and joins every worker before libtorch's static
+//  - dispose(): queued jobs are rejected (MODEL_DISPOSED), running ones finish, the engine is
+//    destroyed on instance 0, then the JS thread joins it, releases the TSFN and resolves the
+//    promise dispose() returned (await it before process.exit(): no torch code is running then).
+//  - Env teardown: Node finalizes the TSFN; the finalizer stops and joins the pool.
+//  - process.exit(): an atexit handler stops and joins every pool before libtorch's static
 //    destructors run, and nothing is delivered to JS any more.
+#include <malloc.h>
 #include <napi.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "worker.h"
@@ -32,6 +40,8 @@ using densenet::EngineError;
 using densenet::EngineInfo;
 using densenet::EngineOptions;
 using densenet::ErrorKind;
+using densenet::InstanceContext;
+using densenet::InstancePool;
 
 struct Core;
 struct Completion;
@@ -43,13 +53,16 @@ std::atomic<bool> gExiting{false};
 std::mutex gCoresMutex;
 std::set<Core*> gCores;
 
+// What an inference thread sends back: plain data, no N-API objects.
 struct Completion {
-  enum class Kind { Loaded, Forwarded, WarmedUp, Failed, Exited } kind = Kind::Failed;
-  std::optional<Napi::Promise::Deferred> deferred;
+  enum class Kind { Loaded, Forwarded, WarmedUp, Trimmed, Failed, Exited } kind = Kind::Failed;
+  uint64_t id = 0;
   std::string code, message;
   EngineInfo info;
+  int instances = 1;
   std::vector<float> data;
   std::vector<int64_t> shape;
+  int instance = 0;
   double seconds = 0;
 };
 
@@ -57,11 +70,13 @@ class Model;
 
 struct Core {
   Tsfn tsfn;
-  std::unique_ptr<densenet::Worker> worker;
-  int pending = 0;            // JS thread only
-  Model* owner = nullptr;     // valid while pending > 0 (the Model is pinned then)
-  bool loadRequested = false;  // JS thread only
-  bool released = false;       // JS thread only
+  std::unique_ptr<InstancePool> pool;
+  std::unordered_map<uint64_t, Napi::Promise::Deferred> deferreds;  // JS thread only
+  uint64_t nextId = 1;                                              // JS thread only
+  Model* owner = nullptr;                                           // valid while deferreds is not empty (the Model is pinned then)
+  bool loadRequested = false;                                       // JS thread only
+  bool released = false;                                            // JS thread only: the pool has exited and the TSFN is released
+  std::vector<Napi::Promise::Deferred> exitWaiters;                 // JS thread only: dispose() promises
 
   Core() {
     std::lock_guard<std::mutex> lock(gCoresMutex);
@@ -72,9 +87,9 @@ struct Core {
       std::lock_guard<std::mutex> lock(gCoresMutex);
       gCores.erase(this);
     }
-    if (worker) {
-      worker->shutdown();
-      worker->join();
+    if (pool) {
+      pool->shutdown();
+      pool->join();
     }
   }
 
@@ -88,101 +103,106 @@ void atExit() {
   gExiting = true;
   std::lock_guard<std::mutex> lock(gCoresMutex);
   for (Core* core : gCores)
-    if (core->worker) core->worker->shutdown();
+    if (core->pool) core->pool->shutdown();
   for (Core* core : gCores)
-    if (core->worker) core->worker->join();
-}
-
-Completion* failure(std::optional<Napi::Promise::Deferred> d, std::string code, std::string message) {
-  auto* c = new Completion();
-  c->kind = Completion::Kind::Failed;
-  c->deferred = std::move(d);
-  c->code = std::move(code);
-  c->message = std::move(message);
-  return c;
+    if (core->pool) core->pool->join();
 }
 
 const char* codeFor(ErrorKind k) {
   switch (k) {
     case ErrorKind::Load: return "MODEL_LOAD_FAILED";
-    case ErrorKind::InvalidOption: return "INVALID_OPTION";
+    case ErrorKind::InvalidOption: return "INVALID_MODEL_OPTION";
     case ErrorKind::Forward: return "FORWARD_FAILED";
   }
   return "INTERNAL";
 }
 
-// A job that answers one promise. run() computes on the worker; drop() rejects.
+// A job that answers one promise (by id). compute() runs on an inference thread.
 class PromiseJob : public densenet::Job {
  public:
-  PromiseJob(Core* core, Napi::Promise::Deferred d) : core_(core), deferred_(std::move(d)) {}
-  void run(std::unique_ptr<Engine>& engine) override {
+  void run(InstanceContext& ctx) override {
     Completion* c;
     try {
-      c = compute(engine);
+      c = compute(ctx);
+      c->id = id_;
     } catch (const EngineError& e) {
-      c = failure(deferred_, codeFor(e.kind()), e.what());
+      c = failure(codeFor(e.kind()), e.what());
     } catch (const std::exception& e) {
-      c = failure(deferred_, "INTERNAL", e.what());
+      c = failure("INTERNAL", e.what());
     } catch (...) {
-      c = failure(deferred_, "INTERNAL", "unknown native error");
+      c = failure("INTERNAL", "unknown native error");
     }
     core_->deliver(c);
   }
-  void drop() override {
-    core_->deliver(failure(deferred_, "MODEL_DISPOSED", "The model was disposed before this call ran"));
+  void drop() override { core_->deliver(failure("MODEL_DISPOSED", "The model was disposed before this call ran")); }
+  void bind(Core* core, uint64_t id) {
+    core_ = core;
+    id_ = id;
   }
 
  protected:
-  virtual Completion* compute(std::unique_ptr<Engine>& engine) = 0;
-  Completion* success(Completion::Kind kind) {
+  virtual Completion* compute(InstanceContext& ctx) = 0;
+  static Completion* make(Completion::Kind kind) {
     auto* c = new Completion();
     c->kind = kind;
-    c->deferred = deferred_;
     return c;
   }
-  static Engine& loaded(std::unique_ptr<Engine>& engine) {
-    if (!engine) throw EngineError(ErrorKind::InvalidOption, "model is not loaded (call load() first)");
-    return *engine;
+  static Engine& loaded(InstanceContext& ctx) {
+    if (!ctx.engine) throw EngineError(ErrorKind::InvalidOption, "model is not loaded (call load() first)");
+    return *ctx.engine;
   }
 
-  Core* core_;
-  Napi::Promise::Deferred deferred_;
+ private:
+  Completion* failure(std::string code, std::string message) const {
+    Completion* c = make(Completion::Kind::Failed);
+    c->id = id_;
+    c->code = std::move(code);
+    c->message = std::move(message);
+    return c;
+  }
+  Core* core_ = nullptr;
+  uint64_t id_ = 0;
 };
 
 class LoadJob : public PromiseJob {
  public:
-  LoadJob(Core* core, Napi::Promise::Deferred d, std::string path, EngineOptions opts)
-      : PromiseJob(core, std::move(d)), path_(std::move(path)), opts_(std::move(opts)) {}
+  LoadJob(std::string path, EngineOptions opts, int instances) : path_(std::move(path)), opts_(std::move(opts)), instances_(instances) {}
 
  protected:
-  Completion* compute(std::unique_ptr<Engine>& engine) override {
-    engine = Engine::load(path_, opts_);
-    Completion* c = success(Completion::Kind::Loaded);
-    c->info = engine->info();
+  Completion* compute(InstanceContext& ctx) override {
+    ctx.engine = Engine::load(path_, opts_);
+    // libtorch/oneDNN build function-local statics during the probe forward; their destructors
+    // run at exit() in reverse order of registration, i.e. BEFORE an atexit handler registered
+    // earlier. Registering ours again now makes it join the inference threads before those go.
+    static std::once_flag again;
+    std::call_once(again, [] { std::atexit(atExit); });
+    ctx.pool.start(instances_);
+    Completion* c = make(Completion::Kind::Loaded);
+    c->info = ctx.engine->info();
+    c->instances = ctx.pool.instances();
     return c;
   }
 
  private:
   std::string path_;
   EngineOptions opts_;
+  int instances_;
 };
 
 class ForwardJob : public PromiseJob {
  public:
-  ForwardJob(Core* core, Napi::Promise::Deferred d, std::unique_ptr<float[]> input, std::vector<int64_t> shape)
-      : PromiseJob(core, std::move(d)), input_(std::move(input)), shape_(std::move(shape)) {}
+  ForwardJob(std::unique_ptr<float[]> input, std::vector<int64_t> shape) : input_(std::move(input)), shape_(std::move(shape)) {}
 
  protected:
-  Completion* compute(std::unique_ptr<Engine>& engine) override {
-    Engine& e = loaded(engine);
-    Completion* c = success(Completion::Kind::Forwarded);
-    try {
-      c->shape = e.forward(input_.get(), shape_, c->data);
-    } catch (...) {
-      delete c;
-      throw;
-    }
-    return c;
+  Completion* compute(InstanceContext& ctx) override {
+    Engine& e = loaded(ctx);
+    auto c = std::unique_ptr<Completion>(make(Completion::Kind::Forwarded));
+    auto t0 = std::chrono::steady_clock::now();
+    c->shape = e.forward(input_.get(), shape_, c->data);
+    c->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    c->instance = ctx.index;
+    input_.reset();  // the input dies here, not when the JS thread gets to the completion
+    return c.release();
   }
 
  private:
@@ -192,15 +212,14 @@ class ForwardJob : public PromiseJob {
 
 class WarmupJob : public PromiseJob {
  public:
-  WarmupJob(Core* core, Napi::Promise::Deferred d, std::vector<int64_t> sizes)
-      : PromiseJob(core, std::move(d)), sizes_(std::move(sizes)) {}
+  explicit WarmupJob(std::vector<int64_t> sizes) : sizes_(std::move(sizes)) {}
 
  protected:
-  Completion* compute(std::unique_ptr<Engine>& engine) override {
-    Engine& e = loaded(engine);
-    double s = e.warmup(sizes_);
-    Completion* c = success(Completion::Kind::WarmedUp);
-    c->seconds = s;
+  Completion* compute(InstanceContext& ctx) override {
+    Engine& e = loaded(ctx);
+    Completion* c = make(Completion::Kind::WarmedUp);
+    c->seconds = e.warmup(sizes_);
+    c->instance = ctx.index;
     return c;
   }
 
@@ -208,13 +227,26 @@ class WarmupJob : public PromiseJob {
   std::vector<int64_t> sizes_;
 };
 
-Napi::Value infoToJs(Napi::Env env, const EngineInfo& info) {
+// Hands the heap's free pages back to the system (glibc keeps them otherwise; see the
+// GLIBC_TUNABLES trade-off in docs/design.md). Called by JS once the model has been idle a while.
+class TrimJob : public PromiseJob {
+ protected:
+  Completion* compute(InstanceContext&) override {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    return make(Completion::Kind::Trimmed);
+  }
+};
+
+Napi::Value infoToJs(Napi::Env env, const EngineInfo& info, int instances) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("path", info.path);
   o.Set("device", info.device);
   o.Set("cudaAvailable", info.cudaAvailable);
   o.Set("torchVersion", info.torchVersion);
   o.Set("threads", info.threads);
+  o.Set("instances", instances);
   o.Set("precision", info.precision);
   Napi::Array opts = Napi::Array::New(env, info.optimizations.size());
   for (size_t i = 0; i < info.optimizations.size(); ++i) opts.Set(static_cast<uint32_t>(i), info.optimizations[i]);
@@ -227,13 +259,20 @@ Napi::Value infoToJs(Napi::Env env, const EngineInfo& info) {
   return o;
 }
 
+Napi::Error makeError(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", code);
+  return e;
+}
+
 class Model : public Napi::ObjectWrap<Model> {
  public:
   static Napi::Function Init(Napi::Env env) {
-    return DefineClass(env, "Model",
-                       {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"),
-                        InstanceMethod<&Model::Forward>("forward"), InstanceMethod<&Model::Dispose>("dispose"),
-                        InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
+    return DefineClass(
+        env, "Model",
+        {InstanceMethod<&Model::Load>("load"), InstanceMethod<&Model::Warmup>("warmup"), InstanceMethod<&Model::Forward>("forward"),
+         InstanceMethod<&Model::Dispose>("dispose"), InstanceMethod<&Model::ReleaseMemory>("releaseMemory"),
+         InstanceAccessor<&Model::Disposed>("disposed"), InstanceAccessor<&Model::Pending>("pending")});
   }
 
   explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -241,17 +280,18 @@ class Model : public Napi::ObjectWrap<Model> {
     core_ = std::make_shared<Core>();
     // The TSFN's context keeps its own share of the Core until the TSFN is finalized.
     auto* holder = new std::shared_ptr<Core>(core_);
-    core_->tsfn = Tsfn::New(env, "densenet-model", 0, 1, core_.get(),
-                            [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
-                              // Normal release or env teardown: stop and join the worker, then let go.
-                              (*h)->worker->shutdown();
-                              (*h)->worker->join();
-                              delete h;
-                            },
-                            holder);
+    core_->tsfn = Tsfn::New(
+        env, "densenet-model", 0, 1, core_.get(),
+        [](Napi::Env, std::shared_ptr<Core>* h, Core*) {
+          // Normal release or env teardown: stop and join the pool, then let go.
+          (*h)->pool->shutdown();
+          (*h)->pool->join();
+          delete h;
+        },
+        holder);
     core_->tsfn.Unref(env);
     Core* raw = core_.get();
-    core_->worker = std::make_unique<densenet::Worker>([raw] {
+    core_->pool = std::make_unique<InstancePool>([raw] {
       auto* c = new Completion();
       c->kind = Completion::Kind::Exited;
       raw->deliver(c);
@@ -259,42 +299,46 @@ class Model : public Napi::ObjectWrap<Model> {
   }
 
   ~Model() override {
-    // Garbage-collected while idle (pinned otherwise): let the worker wind down.
-    if (!disposed_ && core_ && core_->worker) core_->worker->shutdown();
+    // Garbage-collected while idle (pinned otherwise): let the pool wind down.
+    if (!disposed_ && core_ && core_->pool) core_->pool->shutdown();
   }
 
-  // Called on the JS thread when a promise of this model settles.
-  void settled(Napi::Env env) {
-    if (--core_->pending == 0) {
-      core_->tsfn.Unref(env);
+  // JS thread: takes the promise of call `id` out of the table (settled once, by the caller).
+  Napi::Promise::Deferred take(Napi::Env env, uint64_t id) {
+    auto it = core_->deferreds.find(id);
+    Napi::Promise::Deferred d = it->second;
+    core_->deferreds.erase(it);
+    if (core_->deferreds.empty()) {
+      if (core_->exitWaiters.empty()) core_->tsfn.Unref(env);  // a dispose() promise keeps it ref'd
       core_->owner = nullptr;
       Unref();
     }
+    return d;
   }
 
  private:
-  Napi::Value submit(Napi::Env env, std::unique_ptr<PromiseJob> (*make)(Core*, Napi::Promise::Deferred, void*), void* arg) {
+  // Queues a job of type J (built from args) and returns its promise.
+  template <class J, class... Args>
+  Napi::Value submit(Napi::Env env, int instance, Args&&... args) {
     auto d = Napi::Promise::Deferred::New(env);
     if (disposed_) {
       d.Reject(makeError(env, "MODEL_DISPOSED", "The model has been disposed").Value());
       return d.Promise();
     }
-    if (core_->pending++ == 0) {
+    auto job = std::make_unique<J>(std::forward<Args>(args)...);
+    const uint64_t id = core_->nextId++;
+    job->bind(core_.get(), id);
+    if (core_->deferreds.empty()) {
       core_->tsfn.Ref(env);
       core_->owner = this;
       Ref();
     }
-    if (!core_->worker->post(make(core_.get(), d, arg))) {
-      settled(env);
+    core_->deferreds.emplace(id, d);
+    if (!core_->pool->post(std::move(job), instance)) {
+      take(env, id);
       d.Reject(makeError(env, "MODEL_DISPOSED", "The model has been disposed").Value());
     }
     return d.Promise();
-  }
-
-  static Napi::Error makeError(Napi::Env env, const std::string& code, const std::string& message) {
-    Napi::Error e = Napi::Error::New(env, message);
-    e.Set("code", code);
-    return e;
   }
 
   Napi::Value Load(const Napi::CallbackInfo& info) {
@@ -302,11 +346,8 @@ class Model : public Napi::ObjectWrap<Model> {
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "load(path: string, options?: object)");
     if (core_->loadRequested && !disposed_) throw Napi::Error::New(env, "load() may be called once per Model");
     core_->loadRequested = true;
-    struct Args {
-      std::string path;
-      EngineOptions opts;
-    } args;
-    args.path = info[0].As<Napi::String>().Utf8Value();
+    EngineOptions opts;
+    int instances = 1;
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Object o = info[1].As<Napi::Object>();
       auto str = [&](const char* k, std::string& dst) {
@@ -315,31 +356,30 @@ class Model : public Napi::ObjectWrap<Model> {
       auto flag = [&](const char* k, bool& dst) {
         if (o.Has(k) && o.Get(k).IsBoolean()) dst = o.Get(k).As<Napi::Boolean>().Value();
       };
-      str("device", args.opts.device);
-      str("precision", args.opts.precision);
-      if (o.Has("threads") && o.Get("threads").IsNumber()) args.opts.threads = o.Get("threads").As<Napi::Number>().Int32Value();
-      flag("freeze", args.opts.freeze);
-      flag("channelsLast", args.opts.channelsLast);
-      flag("optimizeForInference", args.opts.optimizeForInference);
-      flag("profilingExecutor", args.opts.profilingExecutor);
+      auto integer = [&](const char* k, int& dst) {
+        if (o.Has(k) && o.Get(k).IsNumber()) dst = o.Get(k).As<Napi::Number>().Int32Value();
+      };
+      str("device", opts.device);
+      str("precision", opts.precision);
+      integer("threads", opts.threads);
+      integer("instances", instances);
+      flag("freeze", opts.freeze);
+      flag("channelsLast", opts.channelsLast);
+      flag("optimizeForInference", opts.optimizeForInference);
+      flag("profilingExecutor", opts.profilingExecutor);
       if (o.Has("inputShape") && o.Get("inputShape").IsArray()) {
         Napi::Array a = o.Get("inputShape").As<Napi::Array>();
-        args.opts.inputShape.clear();
-        for (uint32_t i = 0; i < a.Length(); ++i) args.opts.inputShape.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+        opts.inputShape.clear();
+        for (uint32_t i = 0; i < a.Length(); ++i) opts.inputShape.push_back(a.Get(i).As<Napi::Number>().Int64Value());
       }
     }
-    return submit(
-        env,
-        [](Core* core, Napi::Promise::Deferred d, void* p) -> std::unique_ptr<PromiseJob> {
-          auto* a = static_cast<Args*>(p);
-          return std::make_unique<LoadJob>(core, d, std::move(a->path), std::move(a->opts));
-        },
-        &args);
+    if (instances < 1) throw Napi::RangeError::New(env, "instances must be >= 1");
+    return submit<LoadJob>(env, InstancePool::kAnyInstance, info[0].As<Napi::String>().Utf8Value(), std::move(opts), instances);
   }
 
   Napi::Value Warmup(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "warmup(batchSizes: number[])");
+    if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "warmup(batchSizes: number[], instance?: number)");
     Napi::Array a = info[0].As<Napi::Array>();
     std::vector<int64_t> sizes;
     for (uint32_t i = 0; i < a.Length(); ++i) {
@@ -347,12 +387,10 @@ class Model : public Napi::ObjectWrap<Model> {
       if (!v.IsNumber() || v.As<Napi::Number>().Int64Value() < 1) throw Napi::RangeError::New(env, "batch sizes must be integers >= 1");
       sizes.push_back(v.As<Napi::Number>().Int64Value());
     }
-    return submit(
-        env,
-        [](Core* core, Napi::Promise::Deferred d, void* p) -> std::unique_ptr<PromiseJob> {
-          return std::make_unique<WarmupJob>(core, d, std::move(*static_cast<std::vector<int64_t>*>(p)));
-        },
-        &sizes);
+    int instance = InstancePool::kAnyInstance;
+    if (info.Length() > 1 && info[1].IsNumber()) instance = info[1].As<Napi::Number>().Int32Value();
+    if (instance < InstancePool::kAnyInstance) throw Napi::RangeError::New(env, "instance must be >= 0");
+    return submit<WarmupJob>(env, instance, std::move(sizes));
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
@@ -376,57 +414,78 @@ class Model : public Napi::ObjectWrap<Model> {
       count *= static_cast<size_t>(d);
     }
     if (count != input.ElementLength()) throw Napi::RangeError::New(env, "input length does not match shape");
-    // Plain memcpy on the JS thread (no torch here); the worker wraps the buffer with from_blob.
+    // Plain memcpy on the JS thread (no torch here); an inference thread wraps it with from_blob.
     std::unique_ptr<float[]> buffer(new float[count]);
     std::memcpy(buffer.get(), input.Data(), count * sizeof(float));
-    struct Args {
-      std::unique_ptr<float[]> buffer;
-      std::vector<int64_t> shape;
-    } args{std::move(buffer), std::move(shape)};
-    return submit(
-        env,
-        [](Core* core, Napi::Promise::Deferred d, void* p) -> std::unique_ptr<PromiseJob> {
-          auto* a = static_cast<Args*>(p);
-          return std::make_unique<ForwardJob>(core, d, std::move(a->buffer), std::move(a->shape));
-        },
-        &args);
+    return submit<ForwardJob>(env, InstancePool::kAnyInstance, std::move(buffer), std::move(shape));
   }
 
+  Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) { return submit<TrimJob>(info.Env(), InstancePool::kAnyInstance); }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto d = Napi::Promise::Deferred::New(env);
+    if (core_->released) {
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    if (core_->exitWaiters.empty()) core_->tsfn.Ref(env);  // until "exited" arrives
+    core_->exitWaiters.push_back(d);
     if (!disposed_) {
       disposed_ = true;
-      core_->worker->shutdown();  // the worker rejects queued jobs, frees the engine, then says "exited"
+      core_->pool->shutdown();  // queued jobs are rejected, the engine freed, then "exited"
     }
-    return info.Env().Undefined();
+    return d.Promise();
   }
 
   Napi::Value Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
-  Napi::Value Pending(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), core_->pending); }
+  Napi::Value Pending(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(core_->deferreds.size()));
+  }
 
   std::shared_ptr<Core> core_;
   bool disposed_ = false;
 };
 
+void settle(Napi::Env env, Core* core, const Completion& c);
+
+// Runs on the JS thread for each completion. Nothing may throw out of here (it would terminate
+// the process): a failure to settle during environment teardown is dropped.
 void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
   std::unique_ptr<Completion> c(raw);
   if (env == nullptr || core == nullptr) return;  // TSFN torn down: nothing to answer any more
+  try {
+    settle(env, core, *c);
+  } catch (const Napi::Error&) {
+  }
+}
+
+void settle(Napi::Env env, Core* core, const Completion& completion) {
+  const Completion* c = &completion;
   if (c->kind == Completion::Kind::Exited) {
-    core->worker->join();  // the thread has finished its work; this returns at once
+    core->pool->join();  // instance 0 has finished its work; this returns at once
     if (!core->released) {
       core->released = true;
+      Napi::HandleScope scope(env);
+      for (auto& d : core->exitWaiters) d.Resolve(env.Undefined());
+      core->exitWaiters.clear();
       core->tsfn.Release();  // -> finalizer drops the TSFN's share of the Core
     }
     return;
   }
+  if (!core->owner || core->deferreds.count(c->id) == 0) return;
   Napi::HandleScope scope(env);
-  Napi::Promise::Deferred& d = *c->deferred;
+  Napi::Promise::Deferred d = core->owner->take(env, c->id);
   switch (c->kind) {
-    case Completion::Kind::Loaded:
-      d.Resolve(infoToJs(env, c->info));
+    case Completion::Kind::Loaded: d.Resolve(infoToJs(env, c->info, c->instances)); break;
+    case Completion::Kind::Trimmed: d.Resolve(env.Undefined()); break;
+    case Completion::Kind::WarmedUp: {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("seconds", c->seconds);
+      r.Set("instance", c->instance);
+      d.Resolve(r);
       break;
-    case Completion::Kind::WarmedUp:
-      d.Resolve(Napi::Number::New(env, c->seconds));
-      break;
+    }
     case Completion::Kind::Forwarded: {
       Napi::Float32Array data = Napi::Float32Array::New(env, c->data.size());
       if (!c->data.empty()) std::memcpy(data.Data(), c->data.data(), c->data.size() * sizeof(float));
@@ -435,26 +494,19 @@ void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
       Napi::Object r = Napi::Object::New(env);
       r.Set("data", data);
       r.Set("shape", shape);
+      r.Set("instance", c->instance);
+      r.Set("seconds", c->seconds);
       d.Resolve(r);
       break;
     }
-    default: {
-      Napi::Error e = Napi::Error::New(env, c->message);
-      e.Set("code", c->code);
-      d.Reject(e.Value());
-      break;
-    }
+    default: d.Reject(makeError(env, c->code, c->message).Value()); break;
   }
-  if (core->owner) core->owner->settled(env);
 }
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   static std::once_flag once;
   std::call_once(once, [] { std::atexit(atExit); });
   exports.Set("Model", Model::Init(env));
-  exports.Set("cpuHasAvx512Bf16", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-                return Napi::Boolean::New(info.Env(), densenet::cpuHasAvx512Bf16());
-              }));
   return exports;
 }
 

@@ -328,6 +328,8 @@ Engine::~Engine() = default;
 
 const EngineInfo& Engine::info() const { return impl_->info; }
 
+void Engine::attachThread() const { at::set_num_threads(impl_->info.threads); }
+
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
   auto impl = std::make_unique<Impl>();

@@ -2,11 +2,10 @@
 // No N-API here, so a small C++ program (bench.cc, the CUDA check) drives the same code.
 // Torch headers stay out of this header (pimpl), so addon.cc never sees libtorch at all.
 //
-// Threading: load() on the thread that will own the model's OpenMP team settings. forward() is
-// re-entrant: several threads (each with its own OpenMP team, at::set_num_threads called once
-// on it) may call it at the same time on one Engine; it shares only read-only weights and
-// plans built under a lock (dense_block.h). Every thread that runs torch ops gets its own
-// OpenMP team, so use no more such threads than cores (docs/forward.md).
+// Threading: an Engine is created and destroyed on one thread; forward() may run concurrently
+// on several threads that called attachThread() (model instances, native/worker.h). Only the
+// addon's own threads run torch code: docs/design.md, "Inference threads". forward() shares only
+// read-only weights and plans built under a lock (dense_block.h); each call has its own buffers.
 #pragma once
 
 #include <cstdint>
@@ -30,14 +29,14 @@ class EngineError : public std::runtime_error {
 };
 
 struct EngineOptions {
-  std::string device = "auto";     // cpu | cuda | cuda:N | auto (= cuda when available)
-  int threads = 0;                 // intra-op threads; 0 = libtorch's default
-  std::string precision = "fp32";  // fp32 | bf16 (executor in bf16, or graph autocast; CPU needs avx512_bf16)
-  bool freeze = true;              // torch::jit::freeze when the file is not frozen yet
-  bool channelsLast = true;        // weights + input in channels-last (avoids oneDNN reorders)
-  bool optimizeForInference = false;  // torch::jit::optimize_for_inference (measured slower than channels-last)
-  bool profilingExecutor = false;  // process-wide; off = only the first call per input kind is slow
-  bool denseExecutor = true;       // DenseNet graphs on the CPU run on dense_block.h instead of the graph
+  std::string device = "auto";                   // cpu | cuda | cuda:N | auto (= cuda when available)
+  int threads = 0;                               // intra-op threads; 0 = libtorch's default
+  std::string precision = "fp32";                // fp32 | bf16 (executor in bf16, or graph autocast; CPU needs avx512_bf16)
+  bool freeze = true;                            // torch::jit::freeze when the file is not frozen yet
+  bool channelsLast = true;                      // weights + input in channels-last (avoids oneDNN reorders)
+  bool optimizeForInference = false;             // torch::jit::optimize_for_inference (measured slower than channels-last)
+  bool profilingExecutor = false;                // process-wide; off = only the first call per input kind is slow
+  bool denseExecutor = true;                     // DenseNet graphs on the CPU run on dense_block.h instead of the graph
   std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
 };
 
@@ -75,6 +74,10 @@ class Engine {
   std::vector<std::pair<std::string, double>> profile(const float* input, const std::vector<int64_t>& shape, int iters);
 
   const EngineInfo& info() const;
+
+  // On every other thread that will call forward(), once, before its first forward: gives that
+  // thread an OpenMP team of info().threads (libgomp keeps the team size per thread).
+  void attachThread() const;
 
  private:
   struct Impl;

@@ -20,10 +20,10 @@
  * process), loaded once; rounds alternate between them in rotating order, and each contender's
  * first forward in a round is not timed (another runtime's threads may still be spinning).
  * Printed: medians, and ratios as the median of per-round ratios (robust to load drifting during
- * the run). Numbers from different runs are not comparable on a noisy VM (docs/forward.md,
- * "Measuring").
+ * the run). Numbers from different runs are not comparable on a noisy VM
+ * (docs/design.md#measuring, docs/forward.md#measuring).
  *
- * Allocator: glibc malloc's page faults dominate timing noise (docs/forward.md), so this
+ * Allocator: glibc malloc's page faults dominate timing noise (docs/design.md#allocator-settings), so this
  * script re-executes itself with GLIBC_TUNABLES (the value the server uses) unless it is already
  * set, and passes it to every child. --no-tunables keeps the environment as it is.
  */
@@ -35,7 +35,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GLIBC_TUNABLES } from '../src/config.js';
-import { Model, cpuHasAvx512Bf16, type LoadOptions } from '../src/model.js';
+import { cpuHasAvx512Bf16 } from '../src/device.js';
+import { Model, type LoadOptions } from '../src/model.js';
 import { formatCommand, run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
 import { median } from './lib/stats.js';
@@ -208,7 +209,7 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner &
       return timed(iters, () => m.forward(x, [b, 3, 224, 224]));
     },
     async close() {
-      m.dispose();
+      void m.dispose();
     },
   };
 }

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { AppError } from './errors.js';
+import { isPositiveInt } from './validate.js';
 
 export const RANDOM_INIT_WEIGHTS = 'random-init (not trained)';
 
@@ -39,11 +40,10 @@ export function isRandomInit(card: ModelCard): boolean {
 
 export class ModelCardError extends AppError {
   constructor(readonly file: string, readonly field: string | undefined, message: string, cause?: unknown) {
-    super('MODEL_CARD_INVALID', 500, `model card ${file}: ${field ? `field "${field}": ` : ''}${message}`, { cause });
+    super('MODEL_CARD_INVALID', `model card ${file}: ${field ? `field "${field}": ` : ''}${message}`, { cause });
   }
 }
 
-const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
 const isFiniteNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const isNonEmptyString = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
 
@@ -61,10 +61,10 @@ export function validateCard(obj: unknown, file: string): ModelCard {
   }
   if (typeof c.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(c.sha256)) bad('sha256', 'must be 64 lowercase hex digits');
   const shape = c.input_shape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every(isPosInt)) bad('input_shape', 'must be [C, H, W] positive integers');
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every(isPositiveInt)) bad('input_shape', 'must be [C, H, W] positive integers');
   if ((shape as number[])[0] !== 3) bad('input_shape', 'must have 3 channels');
-  if (!isPosInt(c.resize)) bad('resize', 'must be a positive integer');
-  if (!isPosInt(c.crop)) bad('crop', 'must be a positive integer');
+  if (!isPositiveInt(c.resize)) bad('resize', 'must be a positive integer');
+  if (!isPositiveInt(c.crop)) bad('crop', 'must be a positive integer');
   if ((c.crop as number) > (c.resize as number)) bad('crop', 'must not exceed resize');
   const [, h, w] = shape as number[];
   if (h !== c.crop || w !== c.crop) bad('input_shape', `H and W must equal crop (${String(c.crop)})`);

@@ -1,22 +1,24 @@
 /**
  * The model as the rest of the app sees it: validates inputs once, at the edge (TypeScript
  * validates, C++ trusts), and turns native failures into typed errors.
- * All libtorch work runs on the addon's own inference thread (native/worker.h).
+ * All libtorch work runs on the addon's own inference threads, one per instance (native/worker.h).
  */
 import { availableParallelism } from 'node:os';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { AppError } from './errors.js';
+import { cardPathFor } from './card.js';
+import { DEVICE_SYNTAX, cpuHasAvx512Bf16, isDevice, isPrecision, type Device, type Precision } from './device.js';
+import { AppError, ERRORS, type ErrorCode } from './errors.js';
 import { loadNative, type NativeModel } from './native.js';
-
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-export type Precision = 'fp32' | 'bf16';
+import { isPositiveInt } from './validate.js';
 
 export interface LoadOptions {
   device?: Device;
-  /** Intra-op threads; default os.availableParallelism(). */
+  /** Intra-op threads of each instance; default os.availableParallelism() / instances. */
   threads?: number;
+  /** Inference threads sharing the loaded model, each running whole forwards (default 1). */
+  instances?: number;
   /** 'bf16' needs a CPU with avx512_bf16 or a CUDA device. Default 'fp32'. */
   precision?: Precision;
   /** Fast-path toggles (default on): channels-last weights + input; freeze if the file is not frozen. */
@@ -36,6 +38,7 @@ export interface ModelInfo {
   cudaAvailable: boolean;
   torchVersion: string;
   threads: number;
+  instances: number;
   precision: Precision;
   /** Which optimisations took effect. */
   optimizations: string[];
@@ -47,19 +50,22 @@ export interface ModelInfo {
 export interface ForwardResult {
   data: Float32Array;
   shape: [number, number];
+  /** The instance that ran it and its compute seconds there. */
+  instance: number;
+  seconds: number;
 }
 
 /** A model file that is missing, truncated, not TorchScript, or fails its probe forward. */
 export class ModelLoadError extends AppError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('MODEL_LOAD_FAILED', 500, message, options);
+    super('MODEL_LOAD_FAILED', message, options);
   }
 }
 
 /** An option the machine cannot honour (bf16 without avx512_bf16, CUDA without a GPU...). */
 export class ModelOptionError extends RangeError {
-  readonly code = 'INVALID_MODEL_OPTION';
-  readonly statusCode = 500;
+  readonly code = 'INVALID_MODEL_OPTION' satisfies ErrorCode;
+  readonly statusCode = ERRORS.INVALID_MODEL_OPTION.status;
   constructor(message: string) {
     super(message);
     this.name = 'ModelOptionError';
@@ -68,18 +74,16 @@ export class ModelOptionError extends RangeError {
 
 export class ModelDisposedError extends AppError {
   constructor() {
-    super('MODEL_DISPOSED', 503, 'The model has been disposed');
+    super('MODEL_DISPOSED', 'The model has been disposed');
   }
 }
 
 /** libtorch rejected a forward (e.g. an input too small for the network). */
 export class ForwardError extends AppError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('FORWARD_FAILED', 500, message, options);
+    super('FORWARD_FAILED', message, options);
   }
 }
-
-const DEVICE_RE = /^(auto|cpu|cuda|cuda:\d+)$/;
 
 function typeName(v: unknown): string {
   if (v === null) return 'null';
@@ -88,32 +92,18 @@ function typeName(v: unknown): string {
   return typeof v;
 }
 
-function isPositiveInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
-}
-
-let bf16Cpu: boolean | undefined;
-/** avx512_bf16 in /proc/cpuinfo (bf16 on a CPU without it is slower than fp32). */
-export function cpuHasAvx512Bf16(): boolean {
-  if (bf16Cpu === undefined) {
-    try {
-      bf16Cpu = /^flags\s*:.*\bavx512_bf16\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
-    } catch {
-      bf16Cpu = false;
-    }
-  }
-  return bf16Cpu;
-}
-
 function validateOptions(o: LoadOptions): void {
-  if (o.device !== undefined && (typeof o.device !== 'string' || !DEVICE_RE.test(o.device))) {
-    throw new ModelOptionError(`Expected device 'auto', 'cpu', 'cuda' or 'cuda:N' but received ${JSON.stringify(o.device)}`);
+  if (o.device !== undefined && !isDevice(o.device)) {
+    throw new ModelOptionError(`Expected device ${DEVICE_SYNTAX} but received ${JSON.stringify(o.device)}`);
   }
-  if (o.precision !== undefined && o.precision !== 'fp32' && o.precision !== 'bf16') {
+  if (o.precision !== undefined && !isPrecision(o.precision)) {
     throw new ModelOptionError(`Expected precision 'fp32' or 'bf16' but received ${JSON.stringify(o.precision)}`);
   }
   if (o.threads !== undefined && (!isPositiveInt(o.threads) || o.threads > 1024)) {
     throw new ModelOptionError(`Expected threads to be an integer between 1 and 1024 but received ${String(o.threads)}`);
+  }
+  if (o.instances !== undefined && (!isPositiveInt(o.instances) || o.instances > 256)) {
+    throw new ModelOptionError(`Expected instances to be an integer between 1 and 256 but received ${String(o.instances)}`);
   }
   for (const k of ['channelsLast', 'freeze', 'optimizeForInference', 'profilingExecutor'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new TypeError(`Expected boolean for ${k} but received ${typeName(o[k])}`);
@@ -130,9 +120,8 @@ function validateOptions(o: LoadOptions): void {
 
 /** input_shape from the model card next to the file (models/x.pt -> models/x.json), if any. */
 async function cardInputShape(modelPath: string): Promise<[number, number, number] | undefined> {
-  const cardPath = modelPath.replace(/\.[^./]+$/, '') + '.json';
   try {
-    const card = JSON.parse(await readFile(cardPath, 'utf8')) as { input_shape?: unknown };
+    const card = JSON.parse(await readFile(cardPathFor(modelPath), 'utf8')) as { input_shape?: unknown };
     const s = card.input_shape;
     if (Array.isArray(s) && s.length === 3 && s.every(isPositiveInt)) return s as [number, number, number];
   } catch {
@@ -171,7 +160,8 @@ export class Model {
     try {
       const raw = await native.load(abs, {
         device: options.device ?? 'auto',
-        threads: options.threads ?? availableParallelism(),
+        threads: options.threads ?? Math.max(1, Math.floor(availableParallelism() / (options.instances ?? 1))),
+        instances: options.instances ?? 1,
         precision: options.precision ?? 'fp32',
         freeze: options.freeze ?? true,
         channelsLast: options.channelsLast ?? true,
@@ -186,9 +176,9 @@ export class Model {
       };
       return new Model(native, info);
     } catch (err) {
-      native.dispose();
+      void native.dispose();
       const e = err as NativeError;
-      if (e.code === 'INVALID_OPTION') throw new ModelOptionError(e.message);
+      if (e.code === 'INVALID_MODEL_OPTION') throw new ModelOptionError(e.message);
       const msg = e.message.includes(abs) ? e.message : `Cannot load model ${abs}: ${e.message}`;
       throw new ModelLoadError(msg, { cause: err });
     }
@@ -198,13 +188,20 @@ export class Model {
     return this.#native.disposed;
   }
 
-  /** Runs a forward at each batch size so that the first real call per size is fast. Seconds spent. */
+  /**
+   * Runs a forward at each batch size on EVERY instance, so that no first real call is the slow
+   * one (libtorch's per-shape set-up is partly per thread). The instances warm up in parallel.
+   * Resolves the seconds spent.
+   */
   async warmup(batchSizes: readonly number[]): Promise<number> {
     if (this.disposed) throw new ModelDisposedError();
     if (!Array.isArray(batchSizes) || !batchSizes.every(isPositiveInt)) {
       throw new RangeError(`Expected batch sizes to be positive integers but received ${JSON.stringify(batchSizes)}`);
     }
-    return this.#call(() => this.#native.warmup([...batchSizes]));
+    const t0 = performance.now();
+    const sizes = [...batchSizes];
+    await this.#call(() => Promise.all(Array.from({ length: this.info.instances }, (_, i) => this.#native.warmup(sizes, i))));
+    return (performance.now() - t0) / 1000;
   }
 
   async forward(input: Float32Array, shape: readonly [number, number, number, number]): Promise<ForwardResult> {
@@ -223,12 +220,24 @@ export class Model {
       throw new RangeError(`Expected input length ${expected} (= ${n}*${c}*${h}*${w}) but received ${input.length}`);
     }
     const r = await this.#call(() => this.#native.forward(input, [n, c, h, w]));
-    return { data: r.data, shape: [r.shape[0] ?? 0, r.shape[1] ?? 0] };
+    return { data: r.data, shape: [r.shape[0] ?? 0, r.shape[1] ?? 0], instance: r.instance, seconds: r.seconds };
   }
 
-  /** Further calls fail with MODEL_DISPOSED; queued calls are rejected, a running one finishes. */
-  dispose(): void {
-    this.#native.dispose();
+  /**
+   * Gives the memory freed since the last forward back to the system. The allocator keeps it
+   * otherwise (fast reuse, stable timings); call it when the model goes idle.
+   */
+  async releaseMemory(): Promise<void> {
+    if (this.disposed) return;
+    await this.#call(() => this.#native.releaseMemory());
+  }
+
+  /**
+   * Further calls fail with MODEL_DISPOSED; queued calls are rejected, running ones finish.
+   * Resolves once no inference thread runs torch code any more (safe to process.exit()).
+   */
+  dispose(): Promise<void> {
+    return this.#native.dispose();
   }
 
   async #call<T>(fn: () => Promise<T>): Promise<T> {
@@ -238,7 +247,7 @@ export class Model {
       const e = err as NativeError;
       if (e.code === 'MODEL_DISPOSED') throw new ModelDisposedError();
       if (e.code === 'FORWARD_FAILED') throw new ForwardError(`Forward failed: ${e.message}`, { cause: err });
-      if (e.code === 'INVALID_OPTION') throw new RangeError(e.message);
+      if (e.code === 'INVALID_MODEL_OPTION') throw new RangeError(e.message, { cause: err });
       throw err;
     }
   }

@@ -1,6 +1,7 @@
 /**
- * The only place that loads the native addon (build/Release/densenet.node). Everything else
- * imports the typed interface from here. If loading fails, the error says why and what to do.
+ * The only place that loads native addons: build/Release/densenet.node (libtorch, the model) and
+ * build/Release/densenet_image.node (image preprocessing on libuv's pool, no libtorch). Everything else imports the typed interfaces from here. If
+ * loading fails, the error says why and what to do.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -11,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 export interface NativeLoadOptions {
   device: string;
   threads: number;
+  /** Inference threads sharing the loaded model (each with `threads` OpenMP workers). */
+  instances: number;
   precision: string;
   freeze: boolean;
   channelsLast: boolean;
@@ -25,6 +28,7 @@ export interface NativeModelInfo {
   cudaAvailable: boolean;
   torchVersion: string;
   threads: number;
+  instances: number;
   precision: string;
   optimizations: string[];
   inputShape: number[];
@@ -35,17 +39,29 @@ export interface NativeModelInfo {
 export interface NativeForwardResult {
   data: Float32Array;
   shape: number[];
+  /** Which instance ran it, and its compute time on that thread. */
+  instance: number;
+  seconds: number;
+}
+
+export interface NativeWarmupResult {
+  seconds: number;
+  instance: number;
 }
 
 /** Errors from the addon carry one of these codes. */
-export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
+export type NativeErrorCode = 'MODEL_LOAD_FAILED' | 'INVALID_MODEL_OPTION' | 'FORWARD_FAILED' | 'MODEL_DISPOSED' | 'INTERNAL';
 
-/** One model = one native inference thread (see native/worker.h). */
+/** One model = `instances` native inference threads sharing one loaded engine (native/worker.h). */
 export interface NativeModel {
   load(path: string, options: NativeLoadOptions): Promise<NativeModelInfo>;
-  warmup(batchSizes: number[]): Promise<number>;
+  /** On the given instance, or on whichever is free. */
+  warmup(batchSizes: number[], instance?: number): Promise<NativeWarmupResult>;
   forward(input: Float32Array, shape: number[]): Promise<NativeForwardResult>;
-  dispose(): void;
+  /** Returns the allocator's free pages to the system (malloc_trim), on an inference thread. */
+  releaseMemory(): Promise<void>;
+  /** Stops the threads; resolves once none of them runs torch code any more. */
+  dispose(): Promise<void>;
   readonly disposed: boolean;
   /** Calls not yet answered (queued or running). */
   readonly pending: number;
@@ -53,7 +69,23 @@ export interface NativeModel {
 
 export interface NativeAddon {
   Model: new () => NativeModel;
-  cpuHasAvx512Bf16(): boolean;
+}
+
+/** How resizeCropNormalize reads its pixels: RGB, or CMYK ink converted with PIL's formula. */
+export type PixelLayout = 'rgb' | 'cmyk';
+
+/** The image addon (native/image): synchronous, on the thread that calls it. */
+export interface ImageAddon {
+  /**
+   * Pillow's bilinear resize of a width x height image to resizedWidth x resizedHeight, the
+   * crop x crop window at (left, top), then ToTensor + Normalize: CHW float32, computed on
+   * libuv's thread pool. Bad arguments throw at once; the caller checks the geometry
+   * (src/preprocess.ts). `pixels` must not change until the promise settles.
+   */
+  resizeCropNormalize(
+    pixels: Uint8Array, layout: PixelLayout, width: number, height: number, resizedWidth: number, resizedHeight: number,
+    left: number, top: number, crop: number, mean: readonly number[], std: readonly number[],
+  ): Promise<Float32Array>;
 }
 
 /** Repository root: src/native.ts and dist/src/native.js both sit two levels below it (or one). */
@@ -67,6 +99,7 @@ function repoRoot(): string {
 }
 
 export const addonPath = process.env.DENSENET_ADDON ?? join(repoRoot(), 'build', 'Release', 'densenet.node');
+export const imageAddonPath = process.env.DENSENET_IMAGE_ADDON ?? join(repoRoot(), 'build', 'Release', 'densenet_image.node');
 
 export class NativeLoadError extends Error {
   readonly code = 'NATIVE_ADDON_UNAVAILABLE';
@@ -94,16 +127,27 @@ export function explainLoadFailure(path: string, err: unknown): string {
   return `The native addon ${path} failed to load: ${msg}. Try \`npm run build:native\`; on a fresh machine run \`npm run setup\`.`;
 }
 
-let cached: NativeAddon | undefined;
+const loaded = new Map<string, unknown>();
 
-/** Loads the addon once. Throws NativeLoadError with advice. */
-export function loadNative(): NativeAddon {
-  if (cached) return cached;
+function load<T>(path: string): T {
+  if (loaded.has(path)) return loaded.get(path) as T;
   const require = createRequire(import.meta.url);
+  let addon: T;
   try {
-    cached = require(addonPath) as NativeAddon;
+    addon = require(path) as T;
   } catch (err) {
-    throw new NativeLoadError(explainLoadFailure(addonPath, err), { cause: err });
+    throw new NativeLoadError(explainLoadFailure(path, err), { cause: err });
   }
-  return cached;
+  loaded.set(path, addon);
+  return addon;
+}
+
+/** Loads the libtorch addon once. Throws NativeLoadError with advice. */
+export function loadNative(): NativeAddon {
+  return load<NativeAddon>(addonPath);
+}
+
+/** Loads the image addon once per thread. Throws NativeLoadError with advice. */
+export function loadImageAddon(): ImageAddon {
+  return load<ImageAddon>(imageAddonPath);
 }

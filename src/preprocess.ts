@@ -1,29 +1,20 @@
 /**
- * Image bytes -> normalized CHW Float32Array, equivalent to torchvision's
+ * Image bytes -> normalized CHW Float32Array, equal to torchvision's
  *   ImageOps.exif_transpose(Image.open(f)).convert('RGB')
  *     -> Resize(resize) -> CenterCrop(crop) -> ToTensor() -> Normalize(mean, std)
  *
- * sharp (libvips) decodes, auto-orients and converts to 8-bit sRGB; the resize and crop are
- * then done here, as Pillow's bilinear resample does them (src/resample.ts), for only the
- * crop x crop output pixels. Why not libvips' resize: its box pre-shrink and JPEG
- * shrink-on-load are not what Pillow does. Measured on a 4000x3000 JPEG: libvips 'linear'
- * was 3 grey levels off (0.051 after normalisation) and 4x faster; this path matches Pillow to
- * float rounding (see test/preprocess.test.ts). Other parity details:
- * - the resized size is truncated (int(resize * long / short)), as torchvision computes it;
- * - the crop offset uses Python's round() (half to even): Math.round shifted by one pixel;
- * - alpha is dropped, not composited, as PIL's convert('RGB') does (RGB under transparent
- *   pixels is kept);
- * - grayscale is expanded to 3 equal channels; CMYK and embedded ICC profiles are converted to
- *   sRGB by libvips (PIL's convert('RGB') ignores ICC profiles and converts CMYK naively: the
- *   intended differences);
- * - GIF and other multi-page inputs: the first frame/page.
+ * sharp (libvips) decodes and EXIF-orients; the image addon (native/image, loaded through
+ * src/native.ts) does Pillow's bilinear resize for only the crop x crop output pixels, PIL's
+ * CMYK -> RGB formula, and the normalisation. Both run on libuv's thread pool: the event loop
+ * only schedules them. What matches PIL, and the one deliberate difference (16-bit greyscale), is
+ * explained in docs/preprocessing.md.
  *
- * Touches no global sharp setting (concurrency, cache): the server decides those.
+ * Touches no global sharp setting unless the server calls configureImageThreads().
  */
 import sharp, { type OutputInfo } from 'sharp';
 import type { ModelCard } from './card.js';
 import { AppError } from './errors.js';
-import { resampleCropAsync } from './resample.js';
+import { loadImageAddon, type PixelLayout } from './native.js';
 
 export interface PreprocessSpec {
   resize: number;
@@ -35,20 +26,25 @@ export interface PreprocessSpec {
 export interface PreprocessOptions {
   /** Largest accepted width × height (after decoding the header, before decoding pixels). */
   maxPixels: number;
+  /** Formats accepted (the server passes IMAGE_FORMATS); default: every supported format. */
+  formats?: readonly ImageFormat[];
+  /** libvips gives up decoding after this many seconds (DECODE_TIMEOUT_MS); 0 or unset: never. */
+  timeoutSeconds?: number;
 }
 
-export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE';
-const STATUS: Record<ImageErrorCode, number> = { EMPTY_IMAGE: 400, UNSUPPORTED_IMAGE: 415, CORRUPT_IMAGE: 400, IMAGE_TOO_LARGE: 413 };
+export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE' | 'DECODE_TIMEOUT';
 
 export class ImageError extends AppError {
   declare readonly code: ImageErrorCode;
   constructor(code: ImageErrorCode, message: string, cause?: unknown) {
-    super(code, STATUS[code], message, cause === undefined ? undefined : { cause });
+    super(code, message, cause === undefined ? undefined : { cause });
   }
 }
 
 export type ImageFormat = 'jpeg' | 'png' | 'webp' | 'gif' | 'tiff' | 'avif';
 export const SUPPORTED_FORMATS: readonly ImageFormat[] = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif'];
+/** IMAGE_FORMATS' default: TIFF and AVIF (large, rarely needed decoders) only when enabled. */
+export const DEFAULT_IMAGE_FORMATS: readonly ImageFormat[] = ['jpeg', 'png', 'webp', 'gif'];
 
 /**
  * The format from the first bytes, or undefined. Checked before libvips sees the bytes, so
@@ -97,8 +93,11 @@ export function centerCropOffsets(width: number, height: number, crop: number): 
   return { top: roundHalfEven((height - crop) / 2), left: roundHalfEven((width - crop) / 2) };
 }
 
-function classify(err: unknown, format: ImageFormat): ImageError {
+function classify(err: unknown, format: ImageFormat, timeoutSeconds = 0): ImageError {
   const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  if (/^timeout:/.test(msg)) {
+    return new ImageError('DECODE_TIMEOUT', `decoding the ${format} image took more than ${timeoutSeconds} s (DECODE_TIMEOUT_MS): send a smaller or simpler image`, err);
+  }
   if (/exceeds pixel limit/i.test(msg)) return new ImageError('IMAGE_TOO_LARGE', `image is too large: ${msg}`, err);
   if (/unsupported image format/i.test(msg)) {
     return new ImageError('UNSUPPORTED_IMAGE', `looks like ${format} but no decoder accepts it: ${msg}`, err);
@@ -106,52 +105,95 @@ function classify(err: unknown, format: ImageFormat): ImageError {
   return new ImageError('CORRUPT_IMAGE', `the ${format} image could not be decoded (truncated or corrupt): ${msg}`, err);
 }
 
-export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpec, opts: PreprocessOptions): Promise<Float32Array> {
-  if (input.length === 0) throw new ImageError('EMPTY_IMAGE', 'the image is empty (0 bytes)');
-  const { resize, crop, mean, std } = spec;
-  const maxPixels = opts.maxPixels;
+/** 415 for bytes that are no enabled format, saying what is enabled and what enables more. */
+function checkFormat(format: ImageFormat | undefined, enabled: readonly ImageFormat[]): ImageFormat {
+  const more = SUPPORTED_FORMATS.filter((f) => !enabled.includes(f));
+  const hint = `enabled: ${enabled.join(', ')}${more.length > 0 ? `; IMAGE_FORMATS can enable ${more.join(', ')}` : ''}`;
+  if (!format) throw new ImageError('UNSUPPORTED_IMAGE', `not an image in an enabled format (${hint})`);
+  if (!enabled.includes(format)) throw new ImageError('UNSUPPORTED_IMAGE', `${format} images are not enabled on this server (${hint})`);
+  return format;
+}
+
+/**
+ * Components in the JPEG's frame header (4: CMYK or YCCK), or undefined when there is none
+ * before the scan. Read from the bytes: cheaper than a libvips header parse for every photo.
+ */
+export function jpegComponents(b: Uint8Array): number | undefined {
+  let i = 2;
+  while (i + 4 <= b.length) {
+    if (b[i] !== 0xff) return undefined;
+    const marker = b[i + 1]!;
+    if (marker === 0xff) {
+      i++; // fill byte
+      continue;
+    }
+    if (marker === 0xda || marker === 0xd9) return undefined; // start of scan, end of image
+    const length = (b[i + 2]! << 8) | b[i + 3]!;
+    // SOF0..SOF15 except DHT (c4), JPG (c8) and DAC (cc): precision, height, width, components.
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      return i + 9 < b.length ? b[i + 9] : undefined;
+    }
+    i += 2 + length;
+  }
+  return undefined;
+}
+
+interface Decoded {
+  pixels: Buffer;
+  layout: PixelLayout;
+  width: number;
+  height: number;
+}
+
+/**
+ * EXIF-oriented pixels, first frame, alpha dropped (PIL's convert('RGB') drops it too), embedded
+ * ICC profiles ignored as PIL ignores them. CMYK stays CMYK for the addon's PIL formula (libvips
+ * would convert it through a profile); 16-bit samples keep their high byte.
+ */
+async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number, timeoutSeconds = 0): Promise<Decoded> {
   // failOn 'error': truncated or undecodable data rejects (PIL raises "image file is truncated"
   // too), while harmless libjpeg warnings (extraneous bytes) pass, as they do in PIL.
-  const common = { limitInputPixels: maxPixels, failOn: 'error' as const, pages: 1 };
-
-  const format = sniffFormat(input);
-  if (!format) {
-    throw new ImageError('UNSUPPORTED_IMAGE', 'not an image in a supported format (JPEG, PNG, WebP, GIF, TIFF, AVIF)');
-  }
-  let decoded: { data: Buffer; info: OutputInfo };
+  // limitInputPixels is checked against the header before any pixel is decoded.
+  const options = { limitInputPixels: maxPixels, failOn: 'error' as const, pages: 1, autoOrient: true, ignoreIcc: true };
+  let out: { data: Buffer; info: OutputInfo };
+  let layout: PixelLayout = 'rgb';
   try {
-    // autoOrient applies EXIF orientation; without a resize in libvips, removeAlpha really drops
-    // alpha (libvips premultiplies only around a resize). limitInputPixels is checked against
-    // the header before any pixel is decoded (decompression bombs).
-    decoded = await sharp(input, { ...common, autoOrient: true })
-      .removeAlpha()
-      .toColourspace('srgb')
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    const cmyk = format === 'jpeg' ? jpegComponents(input) === 4 : format === 'tiff' && (await sharp(input, options).metadata()).space === 'cmyk';
+    if (cmyk) layout = 'cmyk';
+    // Without a resize in libvips, removeAlpha really drops alpha (libvips premultiplies only around a resize).
+    const image = sharp(input, options).removeAlpha();
+    const converted = layout === 'cmyk' ? image.pipelineColourspace('cmyk').toColourspace('cmyk') : image.toColourspace('srgb');
+    out = await converted.timeout({ seconds: timeoutSeconds }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw classify(err, format);
+    throw classify(err, format, timeoutSeconds);
   }
-  const { data, info } = decoded;
-  const srcW = info.width;
-  const srcH = info.height;
-  if (info.channels !== 3 || data.length !== srcW * srcH * 3 || srcW < 1 || srcH < 1) {
-    throw new ImageError('CORRUPT_IMAGE', `decoder returned ${data.length} bytes for ${srcW}x${srcH}x${info.channels}`);
+  const { data, info } = out;
+  const channels = layout === 'cmyk' ? 4 : 3;
+  if (info.channels !== channels || data.length !== info.width * info.height * channels || info.width < 1 || info.height < 1) {
+    throw new ImageError('CORRUPT_IMAGE', `decoder returned ${data.length} bytes for ${info.width}x${info.height}x${info.channels}`);
   }
-  const size = resizedSize(srcW, srcH, resize);
-  const { left, top } = centerCropOffsets(size.width, size.height, crop);
-  const rgb = await resampleCropAsync(data, srcW, srcH, size.width, size.height, left, top, crop, crop);
+  return { pixels: data, layout, width: info.width, height: info.height };
+}
 
-  // HWC uint8 -> CHW float32 through a per-channel table computed as torchvision does it in
-  // float32: (fround(v / 255) - mean) / std.
-  const plane = crop * crop;
-  const out = new Float32Array(3 * plane);
-  const lut = new Float32Array(256);
-  for (let c = 0; c < 3; c++) {
-    const m = Math.fround(mean[c]!);
-    const sd = Math.fround(std[c]!);
-    for (let v = 0; v < 256; v++) lut[v] = Math.fround(Math.fround(Math.fround(v / 255) - m) / sd);
-    const base = c * plane;
-    for (let p = 0, i = c; p < plane; p++, i += 3) out[base + p] = lut[rgb[i]!]!;
+/**
+ * The server's sharp settings (docs/design.md, "No decode during a CPU forward"): each decode uses
+ * one libuv pool thread and one libvips thread (concurrency 1), so PREPROCESS_CONCURRENCY bounds
+ * the CPUs preprocessing takes; the operation cache is off, since every request is a new image.
+ */
+export function configureImageThreads(): void {
+  sharp.concurrency(1);
+  sharp.cache(false);
+}
+
+export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpec, opts: PreprocessOptions): Promise<Float32Array> {
+  if (input.length === 0) throw new ImageError('EMPTY_IMAGE', 'the image is empty (0 bytes)');
+  const format = checkFormat(sniffFormat(input), opts.formats ?? SUPPORTED_FORMATS);
+  const { pixels, layout, width, height } = await decode(input, format, opts.maxPixels, opts.timeoutSeconds);
+  const { resize, crop, mean, std } = spec;
+  const size = resizedSize(width, height, resize);
+  const { left, top } = centerCropOffsets(size.width, size.height, crop);
+  if (left < 0 || top < 0 || left + crop > size.width || top + crop > size.height) {
+    throw new RangeError(`crop ${crop} does not fit in the resized ${size.width}x${size.height}`);
   }
-  return out;
+  return await loadImageAddon().resizeCropNormalize(pixels, layout, width, height, size.width, size.height, left, top, crop, mean, std);
 }

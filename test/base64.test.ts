@@ -5,11 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { AppError } from '../src/errors.js';
+import { AppError, type ErrorCode } from '../src/errors.js';
 import { decodeBase64 } from '../src/server/input.js';
 
 function reference(s: string, field: string): Buffer {
-  const bad = (code: string, message: string) => new AppError(code, 400, message);
+  const bad = (code: ErrorCode, message: string) => new AppError(code, message);
   let body = s;
   const comma = body.startsWith('data:') ? body.indexOf(',') : -1;
   if (comma >= 0) {

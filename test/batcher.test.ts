@@ -70,8 +70,7 @@ t.test('maxBatch 1 turns batching off', async (t) => {
 t.test('a full queue rejects with 503 QUEUE_FULL + Retry-After, then recovers', async (t) => {
   const r = recorder(1);
   r.hold();
-  const rejected: string[] = [];
-  const b = new Batcher({ ...base, maxBatch: 2, queueLimit: 3, forward: r.forward, observer: { rejected: (why) => rejected.push(why) } });
+  const b = new Batcher({ ...base, maxBatch: 2, queueLimit: 3, forward: r.forward });
   const first = b.submit([img(1), img(1)]); // dispatched at once (full batch), held in forward
   await new Promise((r) => setImmediate(r));
   const queued = b.submit([img(2), img(2), img(2)]); // fills the queue
@@ -80,7 +79,6 @@ t.test('a full queue rejects with 503 QUEUE_FULL + Retry-After, then recovers', 
   t.equal((err as AppError).statusCode, 503);
   t.equal((err as AppError).code, 'QUEUE_FULL');
   t.match((err as AppError).headers['retry-after'], /^\d+$/);
-  t.same(rejected, ['queue_full']);
   r.open();
   await Promise.all([first, queued]);
   const after = await b.submit([img(4)]);
@@ -153,4 +151,88 @@ t.test('idle with nobody on the way: no window wait; with images on the way: wai
   const second = b.submit([img(3)]); // the awaited image arrives: run both together now
   await Promise.all([waiting, second]);
   t.same(r.batches, [1, 2]);
+});
+
+t.test('a failed forward counts the rest of its requests out of the queue (close() still resolves)', async (t) => {
+  let calls = 0;
+  const forward: BatchForward = async (_input, n) => {
+    calls++;
+    if (calls === 1) throw new Error('boom');
+    return new Float32Array(n * K);
+  };
+  const b = new Batcher({ ...base, maxBatch: 2, forward });
+  // 5 images: the first batch (2) fails, the 3 still queued belong to the same, now failed, request.
+  const err = await b.submit([img(1), img(2), img(3), img(4), img(5)]).catch((e: unknown) => e);
+  t.equal((err as AppError).code, 'INFERENCE_FAILED');
+  t.equal(b.depth, 0, 'nothing of the failed request stays counted');
+  await b.close();
+  t.equal(calls, 1, 'its remaining images never ran');
+});
+
+t.test('an aborted request (client gone) leaves the queue and is never run', async (t) => {
+  const r = recorder(1);
+  r.hold();
+  const b = new Batcher({ ...base, maxBatch: 1, forward: r.forward });
+  const running = b.submit([img(1)]);
+  await new Promise((r) => setImmediate(r));
+  const ac = new AbortController();
+  const gone = b.submit([img(2), img(3)], { signal: ac.signal });
+  t.equal(b.depth, 2);
+  ac.abort();
+  const err = await gone.catch((e: unknown) => e);
+  t.equal((err as AppError).code, 'CLIENT_GONE');
+  t.equal(b.depth, 0, 'its images no longer count');
+  r.open();
+  await running;
+  await b.close();
+  t.same(r.batches, [1], 'only the first request ran');
+  const pre = new AbortController();
+  pre.abort();
+  t.equal(((await b.submit([img(1)], { signal: pre.signal }).catch((e: unknown) => e)) as AppError).code, 'SHUTTING_DOWN');
+});
+
+t.test('concurrency 2: two batches run at once, each instance takes the next batch', async (t) => {
+  let running = 0;
+  let most = 0;
+  const forward: BatchForward = async (input, n) => {
+    running++;
+    most = Math.max(most, running);
+    await new Promise((r) => setTimeout(r, 30));
+    running--;
+    const out = new Float32Array(n * K);
+    for (let i = 0; i < n; i++) out[i * K] = input[i * SIZE]!;
+    return out;
+  };
+  const b = new Batcher({ ...base, maxBatch: 2, concurrency: 2, forward });
+  const res = await Promise.all([1, 2, 3, 4, 5, 6].map((v) => b.submit([img(v)])));
+  t.same(res.map((x) => x[0]![0]), [1, 2, 3, 4, 5, 6]);
+  t.equal(most, 2, 'two forwards overlapped, never more');
+  t.throws(() => new Batcher({ ...base, concurrency: 0, forward }), RangeError);
+});
+
+t.test('only warmed sizes run: [1] alone runs single images; serve(4) allows batches of 4, smaller ones padded', async (t) => {
+  const r = recorder(5);
+  const b = new Batcher({ ...base, batchSizes: [1], forward: r.forward });
+  const first = await Promise.all([1, 2, 3].map((v) => b.submit([img(v)])));
+  t.same(first.map((x) => x[0]![0]), [1, 2, 3]);
+  t.same(r.batches, [1, 1, 1], 'no batch larger than the warmed size');
+  b.serve(4);
+  b.serve(9); // beyond maxBatch: ignored
+  t.same(b.batchSizes, [1, 4]);
+  r.batches.length = 0;
+  const next = await Promise.all([4, 5, 6, 7, 8, 9].map((v) => b.submit([img(v)])));
+  t.same(next.map((x) => x[0]![0]), [4, 5, 6, 7, 8, 9]);
+  t.same(r.batches, [4, 4], 'a full batch of 4, then 2 images padded to 4');
+  t.throws(() => new Batcher({ ...base, batchSizes: [0], forward: r.forward }), RangeError);
+});
+
+t.test('several instances free: the queued images are shared between them', async (t) => {
+  const r = recorder(20);
+  const b = new Batcher({ ...base, maxBatch: 8, concurrency: 2, windowMs: 0, forward: r.forward });
+  await Promise.all([b.submit([img(1), img(2), img(3), img(4), img(5)])]);
+  t.same(r.batches, [3, 2], '5 images on 2 free instances: 3 + 2, not 5 on one');
+  r.batches.length = 0;
+  await Promise.all(Array.from({ length: 20 }, (_, i) => b.submit([img(i)])));
+  t.ok(r.batches.every((n) => n <= 8), 'never above maxBatch');
+  t.equal(r.batches.reduce((a, n) => a + n, 0), 20);
 });

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import t from 'tap';
 import { isRandomInit, loadCard } from '../src/card.js';
 import { Model } from '../src/model.js';
+import { softmaxTopk } from '../src/predictions.js';
 import { preprocess, specFromCard } from '../src/preprocess.js';
 import { run } from '../scripts/lib/exec.js';
 import { findTorchPython } from '../scripts/lib/python.js';
@@ -36,7 +37,7 @@ const argmax = (row: Float32Array): number => row.reduce((best, v, i) => (v > ro
 const top5 = (row: Float32Array): number[] => Array.from(row.keys()).sort((a, b) => row[b]! - row[a]! || a - b).slice(0, 5);
 
 const dir = t.testdir({});
-let paths: Record<string, string> = {};
+const paths: Record<string, string> = {};
 let modelPath = '';
 let cardPath = '';
 
@@ -85,7 +86,8 @@ async function classifyCli(args: string[]) {
 
 t.test('npm run classify prints the top-5', async (t) => {
   const card = await loadCard(cardPath);
-  const json = await classifyCli(['--json', '--threads', '2', paths.jpeg!, paths.gray!]);
+  const files = [paths.jpeg!, paths.gray!];
+  const json = await classifyCli(['--json', '--threads', '2', ...files]);
   t.equal(json.exitCode, 0, 'exit code 0');
   const parsed = JSON.parse(json.stdout) as { model_variant: string; results: Array<{ file: string; predictions: Array<{ class_id: number; class_name: string; confidence: number }> }> };
   t.equal(parsed.model_variant, card.variant);
@@ -95,7 +97,22 @@ t.test('npm run classify prints the top-5', async (t) => {
     const conf = r.predictions.map((p) => p.confidence);
     t.same(conf, [...conf].sort((a, b) => b - a), 'sorted by confidence');
     t.ok(conf.every((c) => c > 0 && c < 1), 'softmax probabilities');
+    t.ok(conf.every((c) => Math.round(c * 1e4) / 1e4 === c), 'rounded to 4 decimals, as /predict answers');
     t.equal(r.predictions[0]!.class_name, card.labels[r.predictions[0]!.class_id], 'names from the card');
+  }
+
+  // The same images through the same model, ranked by the server's softmaxTopk: the same answer.
+  const spec = specFromCard(card);
+  const plane = 3 * spec.crop * spec.crop;
+  const batch = new Float32Array(plane * files.length);
+  for (const [i, f] of files.entries()) batch.set(await preprocess(await readFile(f), spec, { maxPixels: 100_000_000 }), i * plane);
+  const model = await Model.load(modelPath, { threads: 2 });
+  t.teardown(() => model.dispose());
+  const { data, shape } = await model.forward(batch, [files.length, 3, spec.crop, spec.crop]);
+  for (const [i, r] of parsed.results.entries()) {
+    const want = softmaxTopk(data.subarray(i * shape[1], (i + 1) * shape[1]), 5, card.labels);
+    t.same(r.predictions.map((p) => [p.class_id, p.class_name]), want.map((p) => [p.class_id, p.class_name]), `${r.file}: same classes as /predict`);
+    r.predictions.forEach((p, j) => t.ok(Math.abs(p.confidence - want[j]!.confidence) <= 1e-4, `${r.file}: confidence ${p.confidence} ~ ${want[j]!.confidence}`));
   }
 
   const table = await classifyCli(['--topk', '3', '--threads', '2', paths.jpeg!]);

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, configFrom, loadConfig } from '../src/config.js';
 
 t.test('defaults', async (t) => {
   const c = loadConfig({});
@@ -68,10 +68,28 @@ t.test('main exits non-zero with a message naming the bad variable', async (t) =
   t.match(r.stderr, /invalid configuration: MAX_BATCH/);
 });
 
-t.test('THREADS defaults to all CPUs and can be set', async (t) => {
+t.test('INSTANCES x THREADS: auto fills the CPUs with 1-thread instances; either may be set; the product is capped', async (t) => {
+  const four = { cpus: 4 };
+  const pick = (env: Record<string, string>, host = four) => {
+    const c = loadConfig(env, host);
+    return [c.instances, c.threads];
+  };
+  t.same(pick({}), [4, 1], 'auto: one single-threaded instance per CPU');
+  t.same(pick({ THREADS: '2' }), [2, 2], 'THREADS set: as many instances as fit');
+  t.same(pick({ INSTANCES: '1' }), [1, 4], 'INSTANCES set: the CPUs split between them');
+  t.same(pick({ INSTANCES: '3' }), [3, 1]);
+  t.same(pick({ INSTANCES: '2', THREADS: '2' }), [2, 2]);
+  t.same(pick({ DEVICE: 'cuda' }), [1, 4], 'CUDA: one instance');
+  t.same(pick({ THREADS: '3' }), [1, 3]);
+  t.throws(() => loadConfig({ INSTANCES: '3', THREADS: '2' }, four), /INSTANCES: INSTANCES x THREADS must not exceed the 4 CPU\(s\) available .* got 3 x 2/);
+  t.throws(() => loadConfig({ THREADS: '5' }, four), /THREADS: .*got 1 x 5/);
+  t.throws(() => loadConfig({ INSTANCES: 'many' }, four), /INSTANCES: expected auto or an integer/);
+  t.throws(() => loadConfig({ INSTANCES: '0' }, four), /INSTANCES: expected an integer in 1\.\.256/);
+  t.equal(loadConfig({}, four).cpus, 4);
+  const { detectHost } = await import('../src/config.js');
   const os = await import('node:os');
-  t.equal(loadConfig({}).threads, os.availableParallelism());
-  t.equal(loadConfig({ THREADS: '3' }).threads, 3);
+  const cpus = detectHost().cpus;
+  t.ok(cpus >= 1 && cpus <= os.availableParallelism(), `detected ${cpus} CPU(s)`);
 });
 
 t.test('PREPROCESS_DURING_FORWARD: auto (default), an integer, or a clear error', async (t) => {
@@ -80,4 +98,24 @@ t.test('PREPROCESS_DURING_FORWARD: auto (default), an integer, or a clear error'
   t.equal(loadConfig({ PREPROCESS_DURING_FORWARD: '3' }).preprocessDuringForward, 3);
   t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: 'some' }), /PREPROCESS_DURING_FORWARD: expected auto or an integer, got "some"/);
   t.throws(() => loadConfig({ PREPROCESS_DURING_FORWARD: '-1' }), /PREPROCESS_DURING_FORWARD: expected an integer in 0\.\.256, got -1/);
+});
+
+t.test('configFrom: overrides go through the same checks as the environment', async (t) => {
+  const c = configFrom({ maxBatch: 4, bodyLimit: 2048, apiToken: 'long-enough-token', preprocessDuringForward: 1 }, { PORT: '9000' });
+  t.equal(c.maxBatch, 4);
+  t.equal(c.bodyLimit, 2048);
+  t.equal(c.apiToken, 'long-enough-token');
+  t.equal(c.preprocessDuringForward, 1);
+  t.equal(c.port, 9000, 'env applies where no override is given');
+  t.match(configFrom({ cpus: 4 }), { cpus: 4, instances: 4, threads: 1, preprocessConcurrency: 4 }, 'cpus stands in for the host');
+  t.equal(configFrom({ apiToken: undefined }, { API_TOKEN: 'from-the-env' }).apiToken, undefined, 'an undefined override unsets');
+  for (const [over, variable] of [
+    [{ maxBatch: 0 }, 'MAX_BATCH'],
+    [{ threads: 1.5 }, 'THREADS'],
+    [{ apiToken: 'short' }, 'API_TOKEN'],
+    [{ device: 'tpu' as never }, 'DEVICE'],
+    [{ cpus: 2, instances: 4 }, 'INSTANCES'],
+  ] as const) {
+    t.throws(() => configFrom(over), new RegExp(`^${variable}: `), `${JSON.stringify(over)} rejected`);
+  }
 });

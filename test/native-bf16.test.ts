@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { run } from '../scripts/lib/exec.js';
-import { Model, ModelOptionError, cpuHasAvx512Bf16 } from '../src/model.js';
+import { cpuHasAvx512Bf16 } from '../src/device.js';
+import { Model, ModelOptionError } from '../src/model.js';
 import { ensureDefaultModel } from './helpers/model.js';
 import { ROOT, maxAbsDiff, seededInput, topk } from './helpers/native.js';
 

@@ -47,3 +47,25 @@ t.test('the event loop keeps ticking while a b8 forward runs', async (t) => {
   t.same(r.shape, [8, 1000]);
   t.ok(ticksWhileRunning >= 3, `setInterval(5 ms) ticked ${ticksWhileRunning} times during the forward`);
 });
+
+t.test('two instances sharing one engine: parallel forwards match their own single forward, and really overlap', async (t) => {
+  const two = await Model.load(modelPath, { instances: 2, threads: 1 });
+  t.teardown(() => two.dispose());
+  t.equal(two.info.instances, 2);
+  await two.warmup([1, 2]);
+  const inputs = Array.from({ length: 12 }, (_, i) => {
+    const n = i % 3 === 0 ? 2 : 1;
+    return { shape: [n, 3, 224, 224] as const, data: seededInput(n * IMG, 500 + i) };
+  });
+  const expected = [];
+  for (const x of inputs) expected.push(await model.forward(x.data, x.shape)); // the 1-instance model
+  const started = performance.now();
+  const parallel = await Promise.all(inputs.map((x) => two.forward(x.data, x.shape).then((r) => ({ ...r, done: performance.now() - started }))));
+  for (const [i, r] of parallel.entries()) {
+    t.ok(maxAbsDiff(r.data, expected[i]!.data) <= 1e-5, `#${i} (instance ${r.instance}) equals the single forward`);
+  }
+  t.same([...new Set(parallel.map((r) => r.instance))].sort(), [0, 1], 'both instances ran forwards');
+  const busy = parallel.reduce((s, r) => s + r.seconds, 0);
+  const wall = Math.max(...parallel.map((r) => r.done)) / 1000;
+  t.ok(busy > wall * 1.2, `compute time ${busy.toFixed(2)} s within ${wall.toFixed(2)} s of wall time: forwards overlapped`);
+});

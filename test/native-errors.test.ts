@@ -107,8 +107,8 @@ t.test('disposed model: MODEL_DISPOSED, queued calls settle, never a crash', asy
   const m = await Model.load(raises, tiny);
   const x = seededInput(48, 3);
   const queued = Array.from({ length: 20 }, () => m.forward(x, [1, 3, 4, 4]));
-  m.dispose();
-  m.dispose(); // idempotent
+  void m.dispose();
+  await m.dispose(); // idempotent, and resolves once the threads stopped
   t.equal(m.disposed, true);
   const settled = await Promise.allSettled(queued);
   for (const s of settled) {

@@ -76,3 +76,29 @@ console.log('end');`,
   t.match(r.stdout, /MODEL_DISPOSED/);
   t.match(r.stdout, /end/);
 });
+
+t.test('DenseNet on two instances (oneDNN): process.exit() mid-forward exits cleanly; dispose() resolves once the threads stopped', async (t) => {
+  const { ensureDefaultModel } = await import('./helpers/model.js');
+  const { modelPath: dense } = await ensureDefaultModel();
+  const file = join(dir, 'dense.mts');
+  await writeFile(
+    file,
+    `import { Model } from ${JSON.stringify(modelUrl)};
+const x = new Float32Array(4 * 3 * 224 * 224).fill(0.2);
+const a = await Model.load(${JSON.stringify(dense)}, { instances: 2, threads: 1 });
+const pending = Array.from({ length: 4 }, () => a.forward(x, [4, 3, 224, 224]).then(() => 'ok', (e) => e.code));
+await new Promise((r) => setTimeout(r, 50));
+await a.dispose();
+console.log('disposed', (await Promise.all(pending)).sort().join(','));
+const b = await Model.load(${JSON.stringify(dense)}, { instances: 2, threads: 1 });
+for (let i = 0; i < 6; i++) void b.forward(x, [4, 3, 224, 224]).catch(() => undefined);
+setTimeout(() => { console.log('exiting'); process.exit(3); }, 200);
+`,
+  );
+  for (let i = 0; i < 2; i++) {
+    const r = await run(process.execPath, ['--import', 'tsx', file], { cwd: ROOT, reject: false, quiet: true, timeoutMs: 120_000 });
+    t.equal(r.exitCode, 3, `run ${i}: exit code 3, no crash (${r.stderr.slice(-300)})`);
+    t.match(r.stdout, /disposed (MODEL_DISPOSED,)*(ok,?)*/);
+    t.match(r.stdout, /exiting/);
+  }
+});

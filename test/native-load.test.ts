@@ -15,7 +15,6 @@ t.test('the built addon loads and exposes Model', async (t) => {
   t.equal(addonPath, process.env.DENSENET_ADDON ?? join(ROOT, 'build', 'Release', 'densenet.node'));
   const addon = loadNative();
   t.type(addon.Model, 'function');
-  t.equal(typeof addon.cpuHasAvx512Bf16(), 'boolean');
 });
 
 t.test('advice for each kind of load failure', async (t) => {

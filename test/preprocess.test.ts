@@ -9,12 +9,11 @@ import t from 'tap';
 import { loadCard } from '../src/card.js';
 import { AppError } from '../src/errors.js';
 import {
-  ImageError, centerCropOffsets, preprocess, resizedSize, roundHalfEven, sniffFormat, specFromCard, type PreprocessSpec,
+  ImageError, centerCropOffsets, jpegComponents, preprocess, resizedSize, roundHalfEven, sniffFormat, specFromCard, type PreprocessSpec,
 } from '../src/preprocess.js';
 import { run } from '../scripts/lib/exec.js';
 import { findTorchPython } from '../scripts/lib/python.js';
-import { resampleCrop, resampleCropAsync } from '../src/resample.js';
-import { makeImage, sceneRGB, writeImages, type ImageKind } from './helpers/images.js';
+import { makeImage, writeImages, type ImageKind } from './helpers/images.js';
 import { ensureDefaultModel } from './helpers/model.js';
 
 const IMAGENET: PreprocessSpec = { resize: 256, crop: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
@@ -115,14 +114,12 @@ t.test('alpha is dropped, not composited (PIL convert("RGB"))', async (t) => {
   t.ok(maxAbsDiff(withAlpha, opaque) <= 1e-6, 'same pixels as the same scene without alpha');
 });
 
-t.test('CMYK is converted to sRGB', async (t) => {
+t.test("CMYK is converted with PIL's plain formula, not through a colour profile", async (t) => {
   const cmyk = await preprocess(await readFile(paths['cmyk-jpeg']!), IMAGENET, OPTS);
+  const d = maxAbsDiff(cmyk, refs.get('cmyk-jpeg')!);
+  t.ok(d <= 0.05, `matches PIL's convert('RGB'): max abs diff ${d.toExponential(2)}`);
   const rgb = await preprocess(await readFile(paths.jpeg!), IMAGENET, OPTS);
-  const vsSource = meanAbsDiff(cmyk, rgb);
-  // libvips converts through ICC profiles; PIL's convert('RGB') uses a naive formula, so the
-  // two differ (documented in src/preprocess.ts). Ours stays close to the original RGB scene.
-  t.ok(vsSource < 0.25, `close to the RGB original (mean abs diff ${vsSource.toFixed(3)})`);
-  t.comment(`CMYK: mean abs diff vs PIL's naive conversion ${meanAbsDiff(cmyk, refs.get('cmyk-jpeg')!).toFixed(3)}, vs RGB original ${vsSource.toFixed(3)}`);
+  t.ok(meanAbsDiff(cmyk, rgb) > 0.05, `and is not the RGB original (mean abs diff ${meanAbsDiff(cmyk, rgb).toFixed(3)})`);
 });
 
 t.test('every accepted format decodes', async (t) => {
@@ -174,39 +171,10 @@ t.test('helpers follow torchvision arithmetic', async (t) => {
   t.equal(sniffFormat(await makeImage('tiff')), 'tiff');
   t.equal(sniffFormat(await makeImage('gif')), 'gif');
   t.equal(sniffFormat(Buffer.from('GIF8')), undefined, 'too short');
-});
-
-t.test('the resize of a large image lets the event loop run', async (t) => {
-  const src = sceneRGB(4000, 3000, 5);
-  let turns = 0;
-  let running = true;
-  const spin = (): void => {
-    turns++;
-    if (running) setImmediate(spin);
-  };
-  setImmediate(spin);
-  const asyncOut = await resampleCropAsync(src, 4000, 3000, 341, 256, 58, 16, 224, 224);
-  running = false;
-  t.ok(turns >= 10, `event loop turns during the resize: ${turns}`);
-  t.same(asyncOut, resampleCrop(src, 4000, 3000, 341, 256, 58, 16, 224, 224), 'same pixels as the synchronous form');
-  t.throws(() => resampleCrop(src, 4000, 3000, 341, 256, 200, 16, 224, 224), RangeError, 'crop outside the image');
-});
-
-t.test('time per image (printed, not asserted)', async (t) => {
-  const images: Array<[string, Buffer]> = [
-    ['224x224 JPEG', await makeImage('jpeg', { width: 224, height: 224 })],
-    ['640x480 JPEG', await makeImage('jpeg')],
-    ['4000x3000 JPEG', await makeImage('large-jpeg')],
-  ];
-  for (const [name, bytes] of images) {
-    const ms: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      await preprocess(bytes, IMAGENET, OPTS);
-      ms.push(performance.now() - t0);
-    }
-    ms.sort((a, b) => a - b);
-    t.comment(`preprocess ${name}: median ${ms[2]!.toFixed(1)} ms (min ${ms[0]!.toFixed(1)})`);
-  }
-  t.pass('timed');
+  t.equal(jpegComponents(await makeImage('jpeg')), 3, 'JPEG frame header: 3 components');
+  t.equal(jpegComponents(await makeImage('gray-jpeg')), 1, 'grey: 1');
+  t.equal(jpegComponents(await makeImage('cmyk-jpeg')), 4, 'CMYK: 4');
+  t.equal(jpegComponents(await makeImage('jpeg-exif6')), 3, 'after an EXIF segment');
+  t.equal(jpegComponents(Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00])), undefined, 'truncated header');
+  t.equal(jpegComponents(Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(500, 7)])), undefined, 'garbage');
 });

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import t from 'tap';
 import { configFrom } from '../src/config.js';
-import { InferenceService, Semaphore, decodeSlotsDuringForward } from '../src/server/inference.js';
+import { InferenceService, Semaphore, decodeSlots } from '../src/server/inference.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { fakeBackend, fakeImage, type FakeBackend } from './helpers/fake-backend.js';
 
@@ -44,18 +44,21 @@ t.test('Semaphore: limit, FIFO order, and a limit that changes while work runs',
 t.test('decode slots during a forward', async (t) => {
   const cfg = (during: number | 'auto' = 'auto', conc = 4) => ({ preprocessDuringForward: during, preprocessConcurrency: conc });
   const cpu = (threads: number) => ({ device: 'cpu', threads });
-  t.equal(decodeSlotsDuringForward(cfg(), cpu(2), 2), 0, 'all cores in the forward: none');
-  t.equal(decodeSlotsDuringForward(cfg(), cpu(1), 2), 1, 'one spare core: one');
-  t.equal(decodeSlotsDuringForward(cfg(), cpu(4), 16), 4, 'capped by PREPROCESS_CONCURRENCY');
-  t.equal(decodeSlotsDuringForward(cfg(), cpu(8), 4), 0, 'more threads than cores: none');
-  t.equal(decodeSlotsDuringForward(cfg(), { device: 'cuda:0', threads: 16 }, 16), 4, 'a CUDA forward leaves the CPU free');
-  t.equal(decodeSlotsDuringForward(cfg(1), cpu(2), 2), 1, 'explicit setting wins');
-  t.equal(decodeSlotsDuringForward(cfg(9), cpu(2), 2), 4, 'explicit setting capped by PREPROCESS_CONCURRENCY');
+  t.equal(decodeSlots(cfg(), cpu(2), 2, 1), 0, 'all cores in the forward: none');
+  t.equal(decodeSlots(cfg(), cpu(1), 2, 1), 1, 'one spare core: one');
+  t.equal(decodeSlots(cfg(), cpu(4), 16, 1), 4, 'capped by PREPROCESS_CONCURRENCY');
+  t.equal(decodeSlots(cfg(), cpu(8), 4, 1), 0, 'more threads than cores: none');
+  t.equal(decodeSlots(cfg(), { device: 'cuda:0', threads: 16 }, 16, 1), 4, 'a CUDA forward leaves the CPU free');
+  t.equal(decodeSlots(cfg(1), cpu(2), 2, 1), 1, 'explicit setting wins');
+  t.equal(decodeSlots(cfg(9), cpu(2), 2, 1), 4, 'explicit setting capped by PREPROCESS_CONCURRENCY');
+  t.equal(decodeSlots(cfg(), cpu(2), 2, 0), 4, 'no forward running: every slot');
+  t.equal(decodeSlots(cfg(), cpu(1), 2, 1), 1, 'two 1-thread instances, one busy: the free core decodes');
+  t.equal(decodeSlots(cfg(), cpu(1), 2, 2), 0, 'both busy: none');
 });
 
 /** A fake backend whose decodes take `decodeMs` and record whether a forward was running. */
-function instrumented(forwardMs: number, decodeMs: number) {
-  const b: FakeBackend = fakeBackend(forwardMs);
+function instrumented(forwardMs: number, decodeMs: number, instances = 1) {
+  const b: FakeBackend = fakeBackend(forwardMs, instances);
   // A CPU model whose forward uses every core (the server's default THREADS).
   (b as { info: FakeBackend['info'] }).info = { ...b.info, threads: availableParallelism() };
   let forwarding = 0;
@@ -115,4 +118,83 @@ t.test('spare cores (or PREPROCESS_DURING_FORWARD): decodes overlap the forward'
   t.same(await Promise.all([first, ...rest]), [1, 2, 3, 4, 5]);
   t.ok(decodesDuringForward.slice(1).every((f) => f === 1), `decodes ran during the forward: ${decodesDuringForward.join(',')}`);
   t.same(b.batches, [1, 4], 'decoded during the forward, run as soon as it ended');
+});
+
+t.test('two instances: two batches really run at once, each instance is counted', async (t) => {
+  const b = fakeBackend(60, 2);
+  const config = configFrom({ maxBatch: 2, preprocessConcurrency: 4, batchWindowMs: 5, cpus: 2 });
+  const metrics = createMetrics(2);
+  const service = new InferenceService(b, config, metrics);
+  const answers = await Promise.all([1, 2, 3, 4].map((d) => request(service, d)));
+  t.same(answers, [1, 2, 3, 4]);
+  t.equal(b.maxRunning, 2, 'two forwards overlapped');
+  t.same([...new Set(b.batchInstances)].sort(), [0, 1], 'both instances ran batches');
+  t.same(service.instances.map((s) => s.batches).reduce((a, c) => a + c), b.batches.length);
+  t.ok(service.instances.every((s) => s.batches >= 1 && s.busySeconds > 0.03), 'busy time per instance');
+  const text = await metrics.registry.metrics();
+  t.match(text, /inference_instance_batches_total\{model_instance="0"\} [1-9]/);
+  t.match(text, /inference_instance_busy_seconds_total\{model_instance="1"\} 0\.\d+/);
+});
+
+t.test('two 1-thread instances on 2 CPUs: a free core decodes while the other instance computes', async (t) => {
+  const { b, decodesDuringForward } = instrumented(60, 3, 2);
+  (b as { info: FakeBackend['info'] }).info = { ...b.info, threads: 1 };
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 2, batchWindowMs: 500, cpus: 2 });
+  const service = new InferenceService(b, config, createMetrics(4));
+  t.equal(service.decodeSlotsDuringForward, 0, 'both instances busy: no decode');
+  const first = request(service, 1);
+  while (b.running === 0) await tick(1); // the first forward is running now
+  const rest = [2, 3].map((d) => request(service, d));
+  t.same(await Promise.all([first, ...rest]), [1, 2, 3]);
+  t.ok(decodesDuringForward.slice(1).every((n) => n === 1), `decoded beside one running forward: ${decodesDuringForward}`);
+});
+
+t.test('a failing instance fails only its own batches; the other keeps serving; nothing stays queued', async (t) => {
+  const b = fakeBackend(20, 2);
+  b.failInstance = 1;
+  const config = configFrom({ maxBatch: 1, preprocessConcurrency: 4, batchWindowMs: 0, cpus: 2 });
+  const service = new InferenceService(b, config, createMetrics(1));
+  const outcomes = await Promise.allSettled([1, 2, 3, 4, 5, 6].map((d) => request(service, d)));
+  const failed = outcomes.filter((o) => o.status === 'rejected');
+  const served = outcomes.filter((o) => o.status === 'fulfilled');
+  t.ok(failed.length >= 1 && served.length >= 1, `${served.length} served, ${failed.length} failed`);
+  for (const f of failed) t.equal(((f as PromiseRejectedResult).reason as { code: string }).code, 'INFERENCE_FAILED');
+  t.equal(service.batcher.depth, 0);
+  b.failInstance = undefined;
+  t.equal(await request(service, 7), 7, 'served after the instance recovers');
+  await service.batcher.close();
+});
+
+t.test('cold start: ready after b1 is warm; larger sizes are served only once warmed, largest first', async (t) => {
+  const b = fakeBackend(5, 2);
+  b.warmupMs = 40;
+  const config = configFrom({ maxBatch: 4, preprocessConcurrency: 4, batchWindowMs: 5, cpus: 2 });
+  const service = new InferenceService(b, config, createMetrics(4), [1]);
+  const warm = await service.warmup();
+  t.same(b.warmups[0], [1], 'b1 first');
+  t.same(service.batcher.batchSizes, [1], 'ready with b1 warm, the other sizes still warming');
+  const early = await Promise.all([1, 2, 3].map((d) => request(service, d)));
+  t.same(early, [1, 2, 3]);
+  t.ok(b.batches.every((n) => n === 1), `no batch above a warmed size: ${b.batches}`);
+  await warm.background;
+  t.same(b.warmups, [[1], [4], [2], [3]], 'the largest size warms first');
+  t.same(service.batcher.batchSizes, [1, 2, 3, 4]);
+  b.batches.length = 0;
+  await Promise.all([1, 2, 3, 4].map((d) => request(service, d)));
+  t.same(b.batches, [2, 2], 'batches once warm, shared by the two free instances');
+});
+
+t.test('idle for IDLE_RELEASE_MS: the model returns its freed memory once; traffic in between postpones it', async (t) => {
+  const { IDLE_RELEASE_MS } = await import('../src/server/inference.js');
+  const b = fakeBackend(5, 1);
+  const service = new InferenceService(b, configFrom({ maxBatch: 2, batchWindowMs: 0, cpus: 2 }), createMetrics(2));
+  await request(service, 1);
+  await tick(IDLE_RELEASE_MS / 2);
+  await request(service, 2); // restarts the idle clock
+  await tick(IDLE_RELEASE_MS / 2 + 50);
+  t.equal(b.releases, 0, 'not while requests keep coming');
+  await tick(IDLE_RELEASE_MS / 2 + 100);
+  t.equal(b.releases, 1, 'released once idle');
+  await tick(IDLE_RELEASE_MS + 100);
+  t.equal(b.releases, 1, 'and only once');
 });

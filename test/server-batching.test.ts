@@ -7,7 +7,7 @@
 import t from 'tap';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 // queueLimit 4 + maxBatch 4: at most 8 images admitted at once (see InferenceService.admit).
 const server = await startServer({ maxBatch: 4, queueLimit: 4, batchWindowMs: 20 });
@@ -37,7 +37,7 @@ const N = 8;
 const images = await Promise.all(Array.from({ length: N }, (_, i) => makeImage(i % 2 ? 'png' : 'jpeg', { seed: 100 + i, width: 320, height: 240 })));
 const tensors = await Promise.all(images.map((img) => backend.preprocess(img)));
 const single: Float32Array[] = [];
-for (const x of tensors) single.push(await backend.forward(x, 1)); // one at a time: batch of 1
+for (const x of tensors) single.push((await backend.forward(x, 1)).logits); // one at a time: batch of 1
 
 t.test('the expected answers differ per image (so a mix-up would be caught)', async (t) => {
   const firstDiff = single.slice(1).map((l) => Math.max(...l.map((v, i) => Math.abs(v - single[0]![i]!))));

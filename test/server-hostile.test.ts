@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { makeImage, type ImageKind } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 const TOKEN = 'hostile-test-token-123';
 const server = await startServer({ maxBatch: 4, bodyLimit: 1024 * 1024, maxFiles: 10, httpRequestTimeoutMs: 1500, apiToken: TOKEN });
@@ -113,16 +113,19 @@ t.test('v2 infer with a wrong shape and with too many images -> 400 {"error"}', 
 });
 
 t.test('a 10-file request: one result per file, bad files get per-file errors', async (t) => {
-  const kinds: ImageKind[] = ['jpeg', 'png', 'webp', 'gif', 'tiff', 'gray', 'png-alpha', 'cmyk-jpeg', 'truncated-jpeg', 'not-image'];
+  // TIFF is off unless IMAGE_FORMATS enables it: a per-file 415 like bytes that are no image.
+  const kinds: ImageKind[] = ['jpeg', 'png', 'webp', 'gif', 'gray', 'png-alpha', 'cmyk-jpeg', 'truncated-jpeg', 'not-image', 'tiff'];
   const files = await Promise.all(kinds.map((k, i) => img(k, 50 + i)));
   const m = multipart(files.map((data) => ({ data })), { topk: '2' });
   const r = await send('/predict', m.headers, m.body);
   t.equal(r.status, 200);
   t.equal(r.body.results.length, 10);
-  r.body.results.slice(0, 8).forEach((x: { predictions: unknown[] }, i: number) => t.equal(x.predictions?.length, 2, `${kinds[i]} classified`));
-  t.equal(r.body.results[8].code, 'CORRUPT_IMAGE');
+  r.body.results.slice(0, 7).forEach((x: { predictions: unknown[] }, i: number) => t.equal(x.predictions?.length, 2, `${kinds[i]} classified`));
+  t.equal(r.body.results[7].code, 'CORRUPT_IMAGE');
+  t.equal(r.body.results[8].code, 'UNSUPPORTED_IMAGE');
   t.equal(r.body.results[9].code, 'UNSUPPORTED_IMAGE');
-  t.equal(r.body.batch_size, 8);
+  t.match(r.body.results[9].message, /tiff images are not enabled/);
+  t.equal(r.body.batch_size, 7);
 });
 
 t.test('a trickled slow body is cut off by the request timeout', async (t) => {
@@ -152,7 +155,7 @@ t.test('after all that: alive, ready and correct', async (t) => {
   t.equal((await send('/healthz', {})).status, 200);
   t.equal((await send('/readyz', {})).status, 200);
   const backend = server.app.ctx.service!.backend;
-  const want = softmaxTopk(await backend.forward(await backend.preprocess(good), 1), 5, backend.card.labels);
+  const want = softmaxTopk((await backend.forward(await backend.preprocess(good), 1)).logits, 5, backend.card.labels);
   const r = await send('/predict', { 'content-type': 'image/jpeg', ...auth }, good);
   t.equal(r.status, 200);
   t.same(r.body.predictions.map((p: { class_id: number }) => p.class_id), want.map((p) => p.class_id));

@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
-import { softmaxTopk } from '../src/server/inference.js';
+import { softmaxTopk } from '../src/predictions.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const json = async (r: Response | Promise<Response>): Promise<any> => (await r).json();
@@ -17,7 +17,7 @@ const labels = backend.card.labels;
 
 async function expected(img: Buffer, k = 5) {
   const tensor = await backend.preprocess(img);
-  const logits = await backend.forward(tensor, 1);
+  const { logits } = await backend.forward(tensor, 1);
   return { tensor, logits, top: softmaxTopk(logits, k, labels) };
 }
 

@@ -257,12 +257,13 @@ t.test('a model failure is a 500 INFERENCE_FAILED, and the next request works', 
   const r = await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } });
   t.equal(r.statusCode, 500);
   t.equal(r.json().code, 'INFERENCE_FAILED');
+  t.notMatch(r.body, /boom/, 'the internal message stays in the log');
+  t.match(r.json().message, /internal server error/);
   t.equal((await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } })).statusCode, 200);
 });
 
 t.test('metrics: counters and histograms move', async (t) => {
   const { a } = await app({ maxBatch: 1, queueLimit: 1 });
-  a.ctx.service!.batcher; // exists
   await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1) } });
   await a.inject({ method: 'POST', url: '/predict', payload: { image: b64(1), topk: 0 } });
   const text = (await a.inject({ method: 'GET', url: '/metrics' })).body;
@@ -272,6 +273,10 @@ t.test('metrics: counters and histograms move', async (t) => {
   t.match(text, /inference_batch_size_count 1/);
   t.match(text, /model_info\{name="densenet121",variant="densenet121_fake"/);
   t.match(text, /process_cpu_user_seconds_total/);
+  // The process's RSS (the bench and the memory targets read it): this process's, to within 2x.
+  const rss = Number(/^process_resident_memory_bytes (\d+(?:\.\d+)?(?:e\+?\d+)?)$/m.exec(text)?.[1]);
+  const actual = process.memoryUsage.rss();
+  t.ok(rss > actual / 2 && rss < actual * 2, `process_resident_memory_bytes ${rss} ~ this process's RSS ${actual}`);
 });
 
 t.test('admission: more images than QUEUE_LIMIT in flight -> 503 QUEUE_FULL + Retry-After', async (t) => {

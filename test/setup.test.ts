@@ -15,7 +15,7 @@ t.test('--help lists the steps and the packages', async (t) => {
   t.match(r.stdout, /libtorch-dev libdnnl-dev python3-torch python3-torchvision libopenblas0-openmp/);
   t.match(r.stdout, /--test .*docker\.io prometheus debootstrap|with --test also: docker\.io prometheus debootstrap/);
   const bad = await run(process.execPath, ['--import', 'tsx', SETUP, '--frobnicate'], { quiet: true, reject: false, cwd: ROOT });
-  t.equal(bad.exitCode, 1);
+  t.equal(bad.exitCode, 2, 'a usage error (the shared CLI convention)');
   t.match(bad.stderr, /unknown option --frobnicate/);
 });
 

@@ -1,6 +1,6 @@
 /**
  * Finds the Python interpreter that has torch. `python3` first on PATH may be a pyenv Python
- * without it (shared/README.md), so honour PYTHON=, then try Debian's /usr/bin/python3.
+ * without it (docs/design.md#machine-and-environment), so honour PYTHON=, then try Debian's /usr/bin/python3.
  */
 import { execa } from 'execa';
 

@@ -7,10 +7,11 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import multipart from '@fastify/multipart';
-import { AppError } from '../errors.js';
-import type { Config } from '../config.js';
+import { AppError, quote } from '../errors.js';
+import { connectionTimeoutMs, type Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import { sendError, toAppError } from './errors.js';
+import { registerGuards } from './guards.js';
 import { InferenceService } from './inference.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { healthRoutes } from './routes/health.js';
@@ -25,8 +26,6 @@ export interface AppDeps {
   backend?: InferenceBackend;
   /** Mark ready at once (tests with a fake backend); main.ts marks ready after warm-up. */
   ready?: boolean;
-  /** Batch sizes to pad to (see Batcher); default every size up to MAX_BATCH. */
-  batchSizes?: readonly number[];
   logger?: FastifyBaseLogger;
   version?: string;
 }
@@ -37,7 +36,11 @@ export interface AppContext {
   version: string;
   state: LifecycleState;
   service: InferenceService | undefined;
-  attach(backend: InferenceBackend): InferenceService;
+  /**
+   * Wraps the backend in the InferenceService. `cold`: the model is not warmed up yet, so only
+   * batches of 1 run until service.warmup() has warmed more sizes (main.ts); default: warm.
+   */
+  attach(backend: InferenceBackend, options?: { cold?: boolean }): InferenceService;
   markReady(): void;
   markDraining(): void;
   /** The attached service, or a 503 NOT_READY / SHUTTING_DOWN AppError. */
@@ -73,7 +76,7 @@ export function makeAuthHook(token: string | undefined) {
     const ok = m !== null && timingSafeEqual(sha256(m[1]!), expected);
     if (!ok) {
       void reply.header('www-authenticate', m ? 'Bearer error="invalid_token"' : 'Bearer realm="densenet-serve"');
-      throw new AppError('UNAUTHORIZED', 401, m ? 'invalid bearer token' : 'missing bearer token: send Authorization: Bearer <API_TOKEN>');
+      throw new AppError('UNAUTHORIZED', m ? 'invalid bearer token' : 'missing bearer token: send Authorization: Bearer <API_TOKEN>');
     }
   };
 }
@@ -85,6 +88,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     bodyLimit: config.bodyLimit,
     // Whole-request receive deadline: a trickled (slowloris) body is cut after this.
     requestTimeout: config.httpRequestTimeoutMs,
+    // A socket silent for longer than any request may take is closed: a client that never reads
+    // its response does not hold the response's buffers.
+    connectionTimeout: connectionTimeoutMs(config),
     // Longer than the idle timeout of proxies in front (Knative queue-proxy, LBs ~60 s), so the
     // proxy, not us, closes idle connections: no race where it reuses a socket we just closed.
     keepAliveTimeout: 65_000,
@@ -95,6 +101,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     // (readiness 503), and every response says `connection: close` (onRequest hook below).
     return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // Behind Knative's queue-proxy (same pod, loopback): logs show the client's address.
+    trustProxy: ['127.0.0.1', '::1'],
     requestIdHeader: false, // handled in genReqId so a hostile id is replaced, not echoed
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
@@ -112,8 +120,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     version: deps.version ?? '0.0.0',
     state: 'starting',
     service: undefined,
-    attach(backend) {
-      ctx.service = new InferenceService(backend, config, metrics, deps.batchSizes);
+    attach(backend, options) {
+      ctx.service = new InferenceService(backend, config, metrics, options?.cold ? [1] : undefined);
       const { card, info } = backend;
       metrics.modelLoad.set(info.loadSeconds);
       metrics.modelInfo.set(
@@ -130,9 +138,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
       ctx.state = 'draining';
     },
     requireService() {
-      if (ctx.state === 'draining') throw new AppError('SHUTTING_DOWN', 503, 'the server is shutting down', { headers: { 'retry-after': '1' } });
+      if (ctx.state === 'draining') throw new AppError('SHUTTING_DOWN', 'the server is shutting down');
       if (ctx.state !== 'ready' || !ctx.service) {
-        throw new AppError('NOT_READY', 503, 'the model is still loading or warming up; retry shortly', { headers: { 'retry-after': '2' } });
+        throw new AppError('NOT_READY', 'the model is still loading or warming up; retry shortly');
       }
       return ctx.service;
     },
@@ -152,6 +160,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   if (deps.backend) ctx.attach(deps.backend);
   if (deps.ready && deps.backend) ctx.markReady();
 
+  // app.close() alone shuts everything down: readiness turns 503 first, the listener closes and
+  // in-flight responses are sent, then (onClose runs after the server has closed) the batcher is
+  // drained and the model's threads released.
+  app.addHook('preClose', async () => ctx.markDraining());
+  app.addHook('onClose', async () => {
+    const service = ctx.service;
+    if (!service) return;
+    await service.batcher.close();
+    await service.backend.dispose();
+  });
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('x-request-id', request.id);
   });
@@ -167,7 +185,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) =>
-    sendError(request, reply, new AppError('NOT_FOUND', 404, `no route for ${request.method} ${request.url.split('?')[0]}`)),
+    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${quote(request.url.split('?')[0], 200)}`)),
   );
 
   await app.register(multipart, {
@@ -187,6 +205,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
   }
 
+  registerGuards(app);
   const auth = makeAuthHook(config.apiToken);
   await app.register(healthRoutes);
   await app.register(infoRoutes);

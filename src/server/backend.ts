@@ -8,7 +8,10 @@ import type { ModelCard } from '../card.js';
 export interface BackendInfo {
   device: string;
   torchVersion: string;
+  /** OpenMP threads of each instance. */
   threads: number;
+  /** Model instances: forwards that can run at once. */
+  instances: number;
   precision: string;
   optimizations: string[];
   loadSeconds: number;
@@ -17,14 +20,24 @@ export interface BackendInfo {
   numClasses: number;
 }
 
+export interface BatchResult {
+  logits: Float32Array;
+  instance: number;
+  /** Compute seconds on that instance. */
+  seconds: number;
+}
+
 export interface InferenceBackend {
   readonly card: ModelCard;
   readonly info: BackendInfo;
   /** Image bytes -> normalised CHW floats. Rejects with AppError (4xx) for bad images. */
   preprocess(image: Uint8Array): Promise<Float32Array>;
-  /** `batch` images back to back -> batch * numClasses logits. */
-  forward(input: Float32Array, batch: number): Promise<Float32Array>;
+  /** `batch` images back to back -> batch * numClasses logits, and which instance ran them. */
+  forward(input: Float32Array, batch: number): Promise<BatchResult>;
   /** Runs forwards at each batch size; resolves seconds spent. */
   warmup(batchSizes: readonly number[]): Promise<number>;
-  dispose(): void;
+  /** Returns memory the model freed to the system (called once the model has been idle a while). */
+  releaseMemory(): Promise<void>;
+  /** Releases the model and the preprocessing threads; resolves once they have stopped. */
+  dispose(): Promise<void>;
 }

@@ -5,7 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, isAppError } from '../errors.js';
+import { AppError, INTERNAL_MESSAGE, isAppError, isErrorCode, type ErrorCode } from '../errors.js';
 
 export interface ErrorBody {
   error: string;
@@ -16,52 +16,53 @@ export interface ErrorBody {
 const UNSUPPORTED_MEDIA =
   'unsupported Content-Type: send multipart/form-data, application/json or image/* (KServe v2: application/json)';
 
-/** Framework error code -> [status, our code, our message (default: the framework's)]. */
-const FRAMEWORK_CODES: Record<string, [number, string, string?]> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'BODY_TOO_LARGE'],
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'INVALID_CONTENT_LENGTH'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'INVALID_JSON'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'INVALID_JSON'],
-  FST_ERR_VALIDATION: [400, 'INVALID_REQUEST'],
-  FST_REQ_FILE_TOO_LARGE: [413, 'FILE_TOO_LARGE'],
-  FST_FILES_LIMIT: [413, 'TOO_MANY_FILES'],
-  FST_PARTS_LIMIT: [413, 'TOO_MANY_PARTS'],
-  FST_FIELDS_LIMIT: [413, 'TOO_MANY_FIELDS'],
-  FST_PROTO_VIOLATION: [400, 'INVALID_MULTIPART'],
-  FST_INVALID_MULTIPART_CONTENT_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
-  FST_INVALID_JSON_FIELD_ERROR: [400, 'INVALID_MULTIPART'],
+/** Framework error code -> our code (and our message; default: the framework's). */
+const FRAMEWORK_CODES: Record<string, [ErrorCode, string?]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: ['BODY_TOO_LARGE'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ['UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['INVALID_CONTENT_LENGTH'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: ['INVALID_JSON'],
+  FST_ERR_CTP_INVALID_JSON_BODY: ['INVALID_JSON'],
+  FST_ERR_VALIDATION: ['INVALID_REQUEST'],
+  FST_REQ_FILE_TOO_LARGE: ['FILE_TOO_LARGE'],
+  FST_FILES_LIMIT: ['TOO_MANY_FILES'],
+  FST_PARTS_LIMIT: ['TOO_MANY_PARTS'],
+  FST_FIELDS_LIMIT: ['TOO_MANY_FIELDS'],
+  FST_PROTO_VIOLATION: ['INVALID_MULTIPART'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: ['UNSUPPORTED_MEDIA_TYPE', UNSUPPORTED_MEDIA],
+  FST_INVALID_JSON_FIELD_ERROR: ['INVALID_MULTIPART'],
   // The body ended mid-part (truncated multipart); if the client really went away, nobody reads it.
-  ERR_STREAM_PREMATURE_CLOSE: [400, 'INVALID_MULTIPART'],
+  ERR_STREAM_PREMATURE_CLOSE: ['INVALID_MULTIPART'],
 };
 
 export function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
   const e = err as Partial<FastifyError> & { message?: string; status?: number };
   const mapped = e?.code ? FRAMEWORK_CODES[e.code] : undefined;
-  if (mapped) return new AppError(mapped[1], mapped[0], mapped[2] ?? e.message ?? mapped[1], { cause: err });
-  if (err instanceof SyntaxError) return new AppError('INVALID_JSON', 400, `invalid JSON body: ${err.message}`, { cause: err });
+  if (mapped) return new AppError(mapped[0], mapped[1] ?? e.message ?? mapped[0], { cause: err });
+  if (err instanceof SyntaxError) return new AppError('INVALID_JSON', `invalid JSON body: ${err.message}`, { cause: err });
+  // Typed errors from outside the HTTP layer (ModelOptionError is a RangeError with our code).
+  if (isErrorCode(e?.code)) return new AppError(e.code, e.message ?? e.code, { cause: err });
   const status = e?.statusCode ?? e?.status;
-  if (typeof status === 'number' && status >= 400 && status < 500) {
-    return new AppError(e.code && /^[A-Z_]+$/.test(e.code) ? e.code : 'BAD_REQUEST', status, e.message ?? 'bad request', { cause: err });
-  }
+  if (typeof status === 'number' && status >= 400 && status < 500) return new AppError('BAD_REQUEST', e.message ?? 'bad request', { cause: err });
   // Busboy's parse errors are plain Errors thrown while reading a malformed body.
   if (err instanceof Error && /multipart|boundary|Unexpected end of form|Malformed part header/i.test(err.message)) {
-    return new AppError('INVALID_MULTIPART', 400, `malformed multipart body: ${err.message}`, { cause: err });
+    return new AppError('INVALID_MULTIPART', `malformed multipart body: ${err.message}`, { cause: err });
   }
-  return new AppError('INTERNAL', 500, 'internal server error', { cause: err });
+  return new AppError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
 }
 
 export function errorBody(err: AppError, style: 'default' | 'v2' = 'default'): ErrorBody {
   // KServe v2 says {"error": "<message>"}; elsewhere "error" is the status phrase.
-  const error = style === 'v2' ? err.message : (STATUS_CODES[err.statusCode] ?? 'Error');
-  return { error, code: err.code, message: err.message };
+  const message = err.internal ? INTERNAL_MESSAGE : err.message;
+  const error = style === 'v2' ? message : (STATUS_CODES[err.statusCode] ?? 'Error');
+  return { error, code: err.code, message };
 }
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
   const appErr = toAppError(err);
   if (appErr.statusCode >= 500 && appErr.statusCode !== 503) {
-    request.log.error({ err: appErr.cause ?? appErr }, 'request failed');
+    request.log.error({ err: appErr.cause ?? appErr, code: appErr.code }, `request failed: ${appErr.message}`);
   } else {
     request.log.info({ code: appErr.code, status: appErr.statusCode }, appErr.message);
   }

@@ -4,7 +4,7 @@
  * AppError with a 4xx status.
  */
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '../errors.js';
+import { AppError, quote, type ErrorCode } from '../errors.js';
 
 export interface PredictInput {
   images: Buffer[];
@@ -20,13 +20,13 @@ export interface InputLimits {
   numClasses: number;
 }
 
-const bad = (code: string, message: string, status = 400): AppError => new AppError(code, status, message);
+const bad = (code: ErrorCode, message: string): AppError => new AppError(code, message);
 
 export function parseTopk(v: unknown, numClasses: number): number {
   if (v === undefined || v === null || v === '') return Math.min(5, numClasses);
   const max = Math.min(1000, numClasses);
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > max) throw bad('INVALID_TOPK', `topk must be an integer in 1..${max}, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw bad('INVALID_TOPK', `topk must be an integer in 1..${max}, got ${quote(v)}`);
   return n;
 }
 
@@ -34,7 +34,7 @@ export function parseBatchSize(v: unknown, maxBatch: number): number {
   if (v === undefined || v === null) return 1;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > maxBatch) {
-    throw bad('INVALID_BATCH_SIZE', `batch_size must be an integer in 1..${maxBatch} (MAX_BATCH), got ${JSON.stringify(v)}`);
+    throw bad('INVALID_BATCH_SIZE', `batch_size must be an integer in 1..${maxBatch} (MAX_BATCH), got ${quote(v)}`);
   }
   return n;
 }
@@ -111,7 +111,7 @@ export function parseJsonInput(body: unknown, query: Record<string, unknown>, li
   if (b.images !== undefined) {
     if (!Array.isArray(b.images) || b.images.length === 0) throw bad('INVALID_REQUEST', '"images" must be a non-empty array of base64 strings');
     if (b.images.length > limits.maxFiles) {
-      throw bad('TOO_MANY_FILES', `at most ${limits.maxFiles} images per request, got ${b.images.length}`, 413);
+      throw bad('TOO_MANY_FILES', `at most ${limits.maxFiles} images per request, got ${b.images.length}`);
     }
     if (b.batch_size !== undefined && b.batch_size !== 1) throw bad('INVALID_BATCH_SIZE', 'batch_size applies to a single "image" only');
     return { images: b.images.map((s, i) => decodeBase64(s, `images[${i}]`)), batchSize: 1, topk };
@@ -136,7 +136,7 @@ export async function parseMultipartInput(request: FastifyRequest, limits: Input
       const buf = await part.toBuffer(); // throws FST_REQ_FILE_TOO_LARGE past limits.fileSize
       total += buf.length;
       if (total > limits.bodyLimit) {
-        throw bad('BODY_TOO_LARGE', `uploaded files exceed ${limits.bodyLimit} bytes in total (BODY_LIMIT)`, 413);
+        throw bad('BODY_TOO_LARGE', `uploaded files exceed ${limits.bodyLimit} bytes in total (BODY_LIMIT)`);
       }
       images.push(buf);
     } else if (part.fieldname === 'topk') {

@@ -1,14 +1,15 @@
 /**
  * `npm start`: read config, listen, load + warm up the model, then report ready.
- * SIGTERM/SIGINT: readiness 503, stop accepting, answer everything in flight, dispose the
- * model, exit 0 — or exit 1 if that takes longer than DRAIN_TIMEOUT_MS.
+ * SIGTERM/SIGINT: app.close() (readiness 503, stop accepting, answer everything in flight,
+ * release the model), exit 0 — or exit 1 if that takes longer than DRAIN_TIMEOUT_MS. A second
+ * signal exits at once.
  *
  * Process-level settings this file cannot make for itself (they must be in the environment
  * before Node starts; the Dockerfile and `npm run bench` set them):
  * - GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
- *   (stable forward timings, lower RSS: shared/README.md).
+ *   (stable forward timings, lower RSS: docs/design.md#allocator-settings).
  * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
- *   late; the default 4 is what the preprocessing budget in load.ts assumes.
+ *   late; the default 4 is what the thread budget of preprocess.ts (configureImageThreads) assumes.
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config.js';
@@ -20,6 +21,12 @@ function version(): string {
   } catch {
     return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
   }
+}
+
+/** CPU time of the whole process (every thread) so far, in seconds. */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 async function main(): Promise<void> {
@@ -39,29 +46,29 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now without draining');
+      process.exit(1);
+    }
     stopping = true;
-    ctx.markDraining();
     log.info({ signal, drainTimeoutMs: config.drainTimeoutMs }, 'draining: finishing in-flight requests');
     const deadline = setTimeout(() => {
       log.error({ queued: ctx.service?.batcher.depth }, `drain took longer than DRAIN_TIMEOUT_MS=${config.drainTimeoutMs}; exiting 1`);
       process.exit(1);
     }, config.drainTimeoutMs);
     deadline.unref();
-    // app.close(): the listener closes, idle keep-alive sockets close, new requests on open
-    // sockets get 503, and it resolves once every in-flight response has been sent.
-    app
-      .close()
-      .then(async () => {
-        await ctx.service?.batcher.close();
-        ctx.service?.backend.dispose();
+    // app.close() runs the app's preClose/onClose hooks: readiness 503, listener closed, every
+    // in-flight response sent, batcher drained, model released (src/server/app.ts).
+    app.close().then(
+      () => {
         log.info('drained; exiting 0');
         process.exit(0);
-      })
-      .catch((err: unknown) => {
+      },
+      (err: unknown) => {
         log.error({ err }, 'error while draining');
         process.exit(1);
-      });
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -77,17 +84,25 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   if (stopping) {
-    backend.dispose();
+    await backend.dispose();
     return;
   }
-  const service = ctx.attach(backend);
+  const service = ctx.attach(backend, { cold: true });
   log.info({ model: backend.card.name, variant: backend.card.variant, weights: backend.card.weights, ...backend.info }, 'model loaded');
-  const sizes = service.batcher.batchSizes;
-  const warm = await backend.warmup(sizes);
-  ctx.metrics.modelWarmup.set(warm);
+  const warm = await service.warmup();
+  ctx.metrics.modelWarmup.set(warm.seconds);
   if (stopping) return;
   ctx.markReady();
-  log.info({ warmupSeconds: warm, batchSizes: sizes, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs }, 'ready');
+  log.info(
+    { startupSeconds: process.uptime(), startupCpuSeconds: cpuSeconds(), warmupSeconds: warm.seconds, instances: backend.info.instances, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs },
+    'ready',
+  );
+  warm.background.then(
+    () => log.info({ batchSizes: service.batcher.batchSizes }, 'every batch size warmed up'),
+    (err: unknown) => {
+      if (!stopping) log.error({ err, batchSizes: service.batcher.batchSizes }, 'background warm-up failed; serving the sizes already warm');
+    },
+  );
 }
 
 main().catch((err: unknown) => {

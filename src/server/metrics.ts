@@ -26,6 +26,8 @@ export interface Metrics {
   modelLoad: Gauge;
   modelWarmup: Gauge;
   modelInfo: Gauge<'name' | 'variant' | 'weights' | 'device' | 'precision' | 'torch_version'>;
+  instanceBusy: Counter<'model_instance'>;
+  instanceBatches: Counter<'model_instance'>;
   /** Batcher hooks feeding the histograms/gauges above. */
   batchObserver: BatchObserver;
 }
@@ -87,7 +89,7 @@ export function createMetrics(maxBatch: number): Metrics {
       help: 'Images waiting for a preprocessing slot (on CPU, decodes wait while a forward runs).',
       registers,
     }),
-    inFlight: new Gauge({ name: 'inference_in_flight', help: 'Images in the model forward running now.', registers }),
+    inFlight: new Gauge({ name: 'inference_in_flight', help: 'Images in the model forwards running now (all instances).', registers }),
     inFlightRequests: new Gauge({ name: 'inference_requests_in_flight', help: 'Inference requests being handled (admitted, not yet answered).', registers }),
     rejected: new Counter({
       name: 'inference_rejected_total',
@@ -104,6 +106,18 @@ export function createMetrics(maxBatch: number): Metrics {
     }),
     modelLoad: new Gauge({ name: 'model_load_seconds', help: 'Seconds spent loading the model.', registers }),
     modelWarmup: new Gauge({ name: 'model_warmup_seconds', help: 'Seconds spent warming the model up at the served batch sizes.', registers }),
+    instanceBusy: new Counter({
+      name: 'inference_instance_busy_seconds_total',
+      help: 'Seconds each model instance spent computing forwards (divide by time for utilisation).',
+      labelNames: ['model_instance'],
+      registers,
+    }),
+    instanceBatches: new Counter({
+      name: 'inference_instance_batches_total',
+      help: 'Batches (forwards) run by each model instance.',
+      labelNames: ['model_instance'],
+      registers,
+    }),
     modelInfo: new Gauge({
       name: 'model_info',
       help: 'Loaded model (value 1), described by its labels.',

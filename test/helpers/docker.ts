@@ -1,7 +1,7 @@
 /**
  * Docker plumbing for test/docker.test.ts: a daemon (started here only when none answers, and then
  * stopped again), and an offline stand-in for the `node:*-bookworm` base images, because no
- * registry can be pulled from on this machine (shared/README.md, "Docker, Kind, Knative").
+ * registry can be pulled from on this machine (docs/design.md#machine-and-environment).
  *
  * The stand-in is Debian bookworm minbase (debootstrap) + this machine's node/npm + its CA bundle
  * via NODE_EXTRA_CA_CERTS, so that `npm ci` inside the build can reach the registry through the

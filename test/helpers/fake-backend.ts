@@ -3,7 +3,7 @@
  * Image bytes "IMG:<d>" decode to a tensor filled with d, whose logits peak at class d, so a
  * response proves which image it belongs to. "BAD..." -> 400 CORRUPT_IMAGE, anything else ->
  * 415 UNSUPPORTED_IMAGE (the real preprocess's codes). forward() waits `delayMs` and records
- * each batch size.
+ * each batch size; with several instances, each forward runs on the lowest free instance.
  */
 import { AppError } from '../../src/errors.js';
 import type { ModelCard } from '../../src/card.js';
@@ -19,13 +19,26 @@ export interface FakeBackend extends InferenceBackend {
   disposed: boolean;
   /** Throw on the next forward (a model failure, not bad input). */
   failNext: boolean;
+  /** Every forward on this instance throws (a broken instance). */
+  failInstance: number | undefined;
+  /** Forwards running now, and the most that ever ran at once. */
+  running: number;
+  maxRunning: number;
+  /** Instance of each batch, in order. */
+  batchInstances: number[];
+  /** Batch sizes of each warmup() call, in order; each call takes warmupMs. */
+  warmups: number[][];
+  warmupMs: number;
+  /** releaseMemory() calls. */
+  releases: number;
 }
 
 export function fakeImage(d: number): Buffer {
   return Buffer.from(`IMG:${d}`);
 }
 
-export function fakeBackend(delayMs = 5): FakeBackend {
+export function fakeBackend(delayMs = 5, instances = 1): FakeBackend {
+  const busy = new Array<boolean>(instances).fill(false);
   const card: ModelCard = {
     name: 'densenet121',
     variant: 'densenet121_fake',
@@ -44,37 +57,71 @@ export function fakeBackend(delayMs = 5): FakeBackend {
   };
   const b: FakeBackend = {
     card,
-    info: { device: 'cpu', torchVersion: 'fake', threads: 1, precision: 'fp32', optimizations: [], loadSeconds: 0.01, inputShape: FAKE_SHAPE, numClasses: FAKE_CLASSES },
+    info: {
+      device: 'cpu',
+      torchVersion: 'fake',
+      threads: 1,
+      instances,
+      precision: 'fp32',
+      optimizations: [],
+      loadSeconds: 0.01,
+      inputShape: FAKE_SHAPE,
+      numClasses: FAKE_CLASSES,
+    },
     batches: [],
     delayMs,
     disposed: false,
     failNext: false,
+    failInstance: undefined,
+    running: 0,
+    maxRunning: 0,
+    batchInstances: [],
+    warmups: [],
+    warmupMs: 0,
+    releases: 0,
     async preprocess(image) {
       const s = Buffer.from(image).toString('latin1');
-      if (s.length === 0) throw new AppError('EMPTY_IMAGE', 400, 'the image is empty');
-      if (s.startsWith('BAD')) throw new AppError('CORRUPT_IMAGE', 400, 'corrupt image');
+      if (s.length === 0) throw new AppError('EMPTY_IMAGE', 'the image is empty');
+      if (s.startsWith('BAD')) throw new AppError('CORRUPT_IMAGE', 'corrupt image');
       const m = /^IMG:(\d)$/.exec(s);
-      if (!m) throw new AppError('UNSUPPORTED_IMAGE', 415, 'not an image');
+      if (!m) throw new AppError('UNSUPPORTED_IMAGE', 'not an image');
       return new Float32Array(FAKE_SIZE).fill(Number(m[1]));
     },
     async forward(input, batch) {
+      const instance = busy.indexOf(false);
+      if (instance < 0) throw new Error(`more forwards at once than the ${instances} instance(s)`);
+      busy[instance] = true;
+      b.running++;
+      b.maxRunning = Math.max(b.maxRunning, b.running);
       b.batches.push(batch);
-      if (b.delayMs > 0) await new Promise((r) => setTimeout(r, b.delayMs));
-      if (b.failNext) {
-        b.failNext = false;
-        throw new Error('boom');
+      b.batchInstances.push(instance);
+      const t0 = performance.now();
+      try {
+        if (b.delayMs > 0) await new Promise((r) => setTimeout(r, b.delayMs));
+        if (b.failNext || b.failInstance === instance) {
+          b.failNext = false;
+          throw new Error('boom');
+        }
+        const out = new Float32Array(batch * FAKE_CLASSES);
+        for (let i = 0; i < batch; i++) {
+          const v = input[i * FAKE_SIZE]!;
+          for (let j = 0; j < FAKE_CLASSES; j++) out[i * FAKE_CLASSES + j] = -((j - v) ** 2);
+        }
+        return { logits: out, instance, seconds: (performance.now() - t0) / 1000 };
+      } finally {
+        busy[instance] = false;
+        b.running--;
       }
-      const out = new Float32Array(batch * FAKE_CLASSES);
-      for (let i = 0; i < batch; i++) {
-        const v = input[i * FAKE_SIZE]!;
-        for (let j = 0; j < FAKE_CLASSES; j++) out[i * FAKE_CLASSES + j] = -((j - v) ** 2);
-      }
-      return out;
     },
-    async warmup() {
-      return 0;
+    async warmup(sizes) {
+      b.warmups.push([...sizes]);
+      if (b.warmupMs > 0) await new Promise((r) => setTimeout(r, b.warmupMs));
+      return b.warmupMs / 1000;
     },
-    dispose() {
+    async releaseMemory() {
+      b.releases++;
+    },
+    async dispose() {
       b.disposed = true;
     },
   };

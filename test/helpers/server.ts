@@ -31,8 +31,8 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
   const { loadBackend } = await import('../../src/server/load.js');
   const backend = await loadBackend(config);
   const app = await buildApp(config, { version: 'test' });
-  const service = app.ctx.attach(backend);
-  await backend.warmup(service.batcher.batchSizes);
+  const service = app.ctx.attach(backend, { cold: true });
+  await (await service.warmup()).background;
   app.ctx.markReady();
   await app.listen({ host: config.host, port: 0 });
   const addr = app.server.address();
@@ -42,7 +42,6 @@ export async function startServer(overrides: Partial<Config> = {}): Promise<Test
     app,
     async close() {
       await app.close();
-      backend.dispose();
     },
   };
 }

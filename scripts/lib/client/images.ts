@@ -47,16 +47,22 @@ export async function loadImages(paths: readonly string[]): Promise<ClientImage[
       try {
         data = await readFile(full);
       } catch (err) {
-        throw new Error(`cannot read image '${p}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        throw new Error(`cannot read image '${p}' (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
       }
       return { name: path.basename(p), data, mime: mimeOf(data, p) };
     }),
   );
 }
 
-/** A deterministic picture: colour gradients plus a few discs, different for each seed. */
-export async function makeRawPicture(seed: number, width = 320, height = 240): Promise<Sharp> {
+/**
+ * A deterministic picture: colour gradients plus a few discs, different for each seed. `noise`
+ * (0-255) adds seeded per-pixel noise, which makes a JPEG of it cost about what a photo costs to
+ * decode.
+ */
+export async function makeRawPicture(seed: number, width = 320, height = 240, noise = 0): Promise<Sharp> {
   const px = Buffer.alloc(width * height * 3);
+  let state = (seed * 2654435761 + 12345) >>> 0;
+  const rnd = (): number => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32) * noise;
   const cx = [0.3, 0.7, 0.5].map((f, i) => ((f + seed * 0.13 * (i + 1)) % 1) * width);
   const cy = [0.4, 0.6, 0.3].map((f, i) => ((f + seed * 0.29 * (i + 1)) % 1) * height);
   for (let y = 0; y < height; y++) {
@@ -74,9 +80,10 @@ export async function makeRawPicture(seed: number, width = 320, height = 240): P
           b = 255 - b;
         }
       }
-      px[o] = r;
-      px[o + 1] = g;
-      px[o + 2] = b;
+      const n = noise > 0 ? rnd() : 0;
+      px[o] = Math.min(255, r + n);
+      px[o + 1] = Math.min(255, g + n);
+      px[o + 2] = Math.min(255, b + n);
     }
   }
   return sharp(px, { raw: { width, height, channels: 3 } });
@@ -87,6 +94,11 @@ type Format = (typeof FORMATS)[number];
 
 async function encode(img: Sharp, format: Format): Promise<Buffer> {
   return format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : format === 'png' ? img.png().toBuffer() : img.webp().toBuffer();
+}
+
+/** A deterministic synthetic JPEG (quality 90), e.g. a photo-sized one for benchmarks and warm-ups. */
+export async function makeJpeg(seed: number, width = 640, height = 480, noise = 30): Promise<Buffer> {
+  return encode(await makeRawPicture(seed, width, height, noise), 'jpeg');
 }
 
 /** N self-made images, cycling through JPEG, PNG and WebP so that each decoder path is used. */

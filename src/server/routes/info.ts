@@ -24,7 +24,8 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
             device: backend.info.device,
             precision: backend.info.precision,
             libtorch_version: backend.info.torchVersion,
-            threads: backend.info.threads,
+            instances: backend.info.instances,
+            threads_per_instance: backend.info.threads,
             optimizations: backend.info.optimizations,
           }
         : null,
@@ -35,6 +36,13 @@ export async function infoRoutes(app: FastifyInstance): Promise<void> {
         batch_sizes: ctx.service?.batcher.batchSizes ?? null,
         request_timeout_ms: config.requestTimeoutMs,
       },
+      instances:
+        ctx.service?.instances.map((s, i) => ({
+          instance: i,
+          batches: s.batches,
+          images: s.images,
+          busy_seconds: Math.round(s.busySeconds * 1000) / 1000,
+        })) ?? null,
       preprocessing: {
         workers: config.preprocessConcurrency,
         decodes_during_forward: ctx.service?.decodeSlotsDuringForward ?? null,

@@ -4,10 +4,11 @@
  * with each image's top-1 label. Errors are {"error": "<message>"} (plus our code/message).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError } from '../../errors.js';
+import { AppError, quote } from '../../errors.js';
+import { inferBodyLimit } from '../../config.js';
 import type { RouteOptions } from './predict.js';
 
-const bad = (message: string, code = 'INVALID_INFER_REQUEST'): AppError => new AppError(code, 400, message);
+const bad = (message: string): AppError => new AppError('INVALID_INFER_REQUEST', message);
 
 /** Flatten `data` (flat or nested to `shape`) into Float32Array, checking every element. */
 export function tensorFromData(data: unknown, shape: readonly number[]): Float32Array {
@@ -41,8 +42,8 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
 
   const modelOr404 = (name: string) => {
     const service = ctx.service;
-    if (!service) throw new AppError('NOT_READY', 503, 'the model is still loading', { headers: { 'retry-after': '2' } });
-    if (name !== service.backend.card.name) throw new AppError('MODEL_NOT_FOUND', 404, `model "${name}" not found (this server serves "${service.backend.card.name}")`);
+    if (!service) throw new AppError('NOT_READY', 'the model is still loading');
+    if (name !== service.backend.card.name) throw new AppError('MODEL_NOT_FOUND', `model ${quote(name)} not found (this server serves "${service.backend.card.name}")`);
     return service;
   };
 
@@ -75,13 +76,10 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
     return reply.code(503).send({ name: backend.card.name, ready: false, error: `model is ${ctx.state}`, code: 'NOT_READY', message: `model is ${ctx.state}` });
   });
 
-  // Body limit: MAX_BATCH images as JSON numbers, ~24 bytes per float32 printed in full.
-  const [c0, h0, w0] = [3, 224, 224];
-  const inferBodyLimit = Math.max(config.bodyLimit, config.maxBatch * c0 * h0 * w0 * 24 + 65536);
 
   app.post<{ Params: { name: string } }>(
     '/v2/models/:name/infer',
-    { bodyLimit: inferBodyLimit, ...(opts.auth ? { onRequest: opts.auth } : {}) },
+    { bodyLimit: inferBodyLimit(config), ...(opts.auth ? { onRequest: opts.auth } : {}) },
     async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply) => {
       const started = performance.now();
       const endTimer = ctx.metrics.requestDuration.startTimer({ endpoint: 'v2_infer' });
@@ -97,13 +95,13 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
         if (!Array.isArray(inputs) || inputs.length !== 1) throw bad('"inputs" must be an array with exactly one tensor');
         const inp = inputs[0] as Record<string, unknown>;
         if (typeof inp !== 'object' || inp === null) throw bad('"inputs[0]" must be an object');
-        if (inp.datatype !== 'FP32') throw bad(`input datatype must be "FP32", got ${JSON.stringify(inp.datatype)}`);
+        if (inp.datatype !== 'FP32') throw bad(`input datatype must be "FP32", got ${quote(inp.datatype)}`);
         const shape = inp.shape;
         if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => Number.isInteger(d))) {
-          throw bad(`input shape must be [N,${c},${h},${w}], got ${JSON.stringify(shape)}`);
+          throw bad(`input shape must be [N,${c},${h},${w}], got ${quote(shape)}`);
         }
         const [n, sc, sh, sw] = shape as number[];
-        if (sc !== c || sh !== h || sw !== w) throw bad(`input shape must be [N,${c},${h},${w}], got ${JSON.stringify(shape)}`);
+        if (sc !== c || sh !== h || sw !== w) throw bad(`input shape must be [N,${c},${h},${w}], got ${quote(shape)}`);
         if (n! < 1 || n! > config.maxBatch) throw bad(`batch dimension N must be in 1..${config.maxBatch} (MAX_BATCH), got ${n}`);
         const flat = tensorFromData(inp.data, shape as number[]);
         const wanted = body.outputs;
@@ -112,12 +110,12 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
           if (!Array.isArray(wanted)) throw bad('"outputs" must be an array');
           names = wanted.map((o) => (o as { name?: unknown })?.name).filter((x): x is string => typeof x === 'string');
           const unknown = names.filter((x) => x !== 'logits' && x !== 'labels');
-          if (unknown.length > 0) throw bad(`unknown output(s): ${unknown.join(', ')} (available: logits, labels)`);
+          if (unknown.length > 0) throw bad(`unknown output(s): ${quote(unknown)} (available: logits, labels)`);
         }
         const size = c * h * w;
         const tensors = Array.from({ length: n! }, (_, i) => flat.subarray(i * size, (i + 1) * size));
         release = service.admit(n!);
-        const logits = await service.infer(tensors, started);
+        const logits = await service.infer(tensors, started, request.clientSignal ?? undefined);
         ctx.metrics.images.inc({ endpoint: 'v2_infer' }, n!);
         ctx.recordOutcome('v2_infer');
         const k = backend.info.numClasses;

@@ -1,8 +1,9 @@
 /**
- * Pillow's bilinear resample (libImaging/Resample.c, Pillow 9/10), reproduced step for step so
- * that a resize matches torchvision-on-PIL exactly: the same double-precision coefficients,
- * the same 22-bit fixed-point rounding, the same uint8 clipping after each of the two passes
- * (horizontal first, then vertical). Only the output pixels inside a crop window are computed,
+ * The TypeScript reference for the native preprocessing (native/image/resample.cc), kept only
+ * for the differential test. It was the production path before the native one and matched
+ * torchvision exactly: a port of Pillow 9/10's bilinear resample (libImaging/Resample.c) with the
+ * same double-precision coefficients, 22-bit fixed-point rounding and uint8 clipping after each
+ * of the two passes (horizontal first). Only the output pixels inside a crop window are computed,
  * which is exact because every output pixel depends only on its own coefficients.
  */
 
@@ -60,10 +61,7 @@ function precompute(inSize: number, outSize: number, first: number, count: numbe
 
 const clip8 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
 
-/** Multiply-adds per slice of work between yields (~2–4 ms of JS on this machine). */
-const SLICE_MACS = 2_000_000;
-
-/** Horizontal pass for source rows [y0, y1) of the band starting at yFirst -> tmp rows (plain function: hot loop kept out of the generator). */
+/** Horizontal pass for source rows [y0, y1) of the band starting at yFirst -> tmp rows. */
 function horizontalRows(
   src: Uint8Array, inW: number, yFirst: number, y0: number, y1: number,
   cropW: number, bounds: Int32Array, kk: Int32Array, ksize: number, tmp: Uint8Array,
@@ -119,13 +117,11 @@ function verticalRows(
 /**
  * Resize an RGB (3 bytes per pixel, row-major) image from inW x inH to outW x outH with Pillow's
  * BILINEAR filter and return only the cropW x cropH window at (left, top) of the result.
- * A generator that yields between slices of rows, so that the async form can give the event
- * loop a turn: a 4000x3000 input costs ~45M multiply-adds.
  */
-function* resampleSteps(
+export function resampleCrop(
   src: Uint8Array, inW: number, inH: number, outW: number, outH: number,
   left: number, top: number, cropW: number, cropH: number,
-): Generator<void, Uint8Array> {
+): Uint8Array {
   if (left < 0 || top < 0 || left + cropW > outW || top + cropH > outH || src.length < inW * inH * 3) {
     throw new RangeError(`crop ${cropW}x${cropH}+${left}+${top} of ${outW}x${outH} from ${inW}x${inH} (${src.length} bytes) is invalid`);
   }
@@ -141,11 +137,7 @@ function* resampleSteps(
   const tmp = new Uint8Array(rows * cropW * 3);
   if (needH) {
     const { bounds, kk, ksize } = precompute(inW, outW, left, cropW);
-    const rowsPerSlice = Math.max(1, Math.floor(SLICE_MACS / (cropW * ksize * 3)));
-    for (let y0 = 0; y0 < rows; y0 += rowsPerSlice) {
-      if (y0 > 0) yield;
-      horizontalRows(src, inW, yFirst, y0, Math.min(rows, y0 + rowsPerSlice), cropW, bounds, kk, ksize, tmp);
-    }
+    horizontalRows(src, inW, yFirst, 0, rows, cropW, bounds, kk, ksize, tmp);
   } else {
     for (let y = 0; y < rows; y++) {
       const s = ((y + yFirst) * inW + left) * 3;
@@ -157,33 +149,23 @@ function* resampleSteps(
   // Vertical pass over tmp: rows are relative to yFirst.
   const out = new Uint8Array(cropW * cropH * 3);
   const stride = cropW * 3;
-  const { bounds, kk, ksize } = v;
-  const acc = new Int32Array(stride);
-  const rowsPerSlice = Math.max(1, Math.floor(SLICE_MACS / (stride * ksize)));
-  for (let yy0 = 0; yy0 < cropH; yy0 += rowsPerSlice) {
-    if (yy0 > 0) yield;
-    verticalRows(tmp, stride, yFirst, yy0, Math.min(cropH, yy0 + rowsPerSlice), bounds, kk, ksize, acc, out);
-  }
+  verticalRows(tmp, stride, yFirst, 0, cropH, v.bounds, v.kk, v.ksize, new Int32Array(stride), out);
   return out;
 }
 
-type ResampleArgs = Parameters<typeof resampleSteps>;
-
-/** Synchronous form. */
-export function resampleCrop(...args: ResampleArgs): Uint8Array {
-  const it = resampleSteps(...args);
-  for (;;) {
-    const r = it.next();
-    if (r.done) return r.value;
+/**
+ * HWC uint8 -> CHW float32 through a per-channel table computed as torchvision does it in
+ * float32: (fround(v / 255) - mean) / std.
+ */
+export function normalizeToChw(rgb: Uint8Array, pixels: number, mean: readonly number[], std: readonly number[]): Float32Array {
+  const out = new Float32Array(3 * pixels);
+  const lut = new Float32Array(256);
+  for (let c = 0; c < 3; c++) {
+    const m = Math.fround(mean[c]!);
+    const sd = Math.fround(std[c]!);
+    for (let v = 0; v < 256; v++) lut[v] = Math.fround(Math.fround(Math.fround(v / 255) - m) / sd);
+    const base = c * pixels;
+    for (let p = 0, i = c; p < pixels; p++, i += 3) out[base + p] = lut[rgb[i]!]!;
   }
-}
-
-/** Same result; lets the event loop run between slices (timers, I/O) on large inputs. */
-export async function resampleCropAsync(...args: ResampleArgs): Promise<Uint8Array> {
-  const it = resampleSteps(...args);
-  for (;;) {
-    const r = it.next();
-    if (r.done) return r.value;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-  }
+  return out;
 }
