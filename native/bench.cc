@@ -185,9 +185,11 @@ int main(int argc, char** argv) {
                         [&](int x, int y) { return out[static_cast<size_t>(x)] > out[static_cast<size_t>(y)]; });
       std::string top5;
       for (int64_t k = 0; k < std::min<int64_t>(5, K); ++k) top5 += (k ? "," : "") + std::to_string(idx[static_cast<size_t>(k)]);
-      std::printf("RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f cpu_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f top5_row0=%s\n",
-                  static_cast<long long>(b), median(times), median(times) / static_cast<double>(b), median(cpu),
-                  *std::min_element(times.begin(), times.end()), warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
+      std::printf(
+          "RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f cpu_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f "
+          "top5_row0=%s\n",
+          static_cast<long long>(b), median(times), median(times) / static_cast<double>(b), median(cpu),
+          *std::min_element(times.begin(), times.end()), warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
       std::fflush(stdout);
       if (profileOps) {
         auto ops = engine->profile(in.data(), shape, iters);

@@ -59,7 +59,6 @@ struct PlanKey {
   bool operator==(const PlanKey& o) const { return n == o.n && c == o.c && h == o.h && w == o.w && threads == o.threads; }
 };
 
-
 int64_t outSize(int64_t in, int64_t k, int64_t s, int64_t p) { return (in + 2 * p - k) / s + 1; }
 
 }  // namespace
@@ -71,7 +70,7 @@ struct DenseExecutor::Impl {
 
   memory::data_type actType() const { return act == Act::F32 ? f32 : memory::data_type::bf16; }
 
-  mutable std::mutex mutex;  // guards plans and packed (only touched while a plan is built)
+  mutable std::mutex mutex;                                                  // guards plans and packed (only touched while a plan is built)
   mutable std::list<std::pair<PlanKey, std::shared_ptr<const Plan>>> plans;  // most recent first
   // Weights packed for a primitive's preferred layout, shared by every plan that wants it;
   // keyed by the spec's tensor object (its data is released once packed).
@@ -85,8 +84,8 @@ struct DenseExecutor::Impl {
       if (v.first == want) return v.second;
     // From the original (OIHW / OI) the first time, from the first packed copy after that.
     Dims dims(w.sizes().begin(), w.sizes().end());
-    memory from = variants.empty() ? memory({dims, f32, dims.size() == 4 ? Tag::oihw : Tag::oi}, eng, w.data_ptr())
-                                   : variants.front().second;
+    memory from =
+        variants.empty() ? memory({dims, f32, dims.size() == 4 ? Tag::oihw : Tag::oi}, eng, w.data_ptr()) : variants.front().second;
     memory out(want, eng);
     dnnl::stream s(eng);
     dnnl::reorder(from, out).execute(s, from, out);
@@ -142,8 +141,8 @@ struct DenseExecutor::Impl {
     const memory::data_type t = actType();
     memory::desc src({n, ic, h, w}, t, srcTag), wei({oc, ic, k, k}, t, Tag::any), dst({n, oc, oh, ow}, t, Tag::nhwc);
     memory::desc bias = c.bias.defined() ? memory::desc({oc}, f32, Tag::a) : memory::desc();
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei, bias,
-                                      dst, {c.stride, c.stride}, {c.padding, c.padding}, {c.padding, c.padding});
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wei, bias, dst,
+                                      {c.stride, c.stride}, {c.padding, c.padding}, {c.padding, c.padding});
     dnnl::convolution_forward::primitive_desc pd(d, attrs(c.relu), eng);
     Step s;
     s.prim = dnnl::convolution_forward(pd);
@@ -157,8 +156,8 @@ struct DenseExecutor::Impl {
     const int64_t k = spec.pool0Kernel, st = spec.pool0Stride, p = spec.pool0Padding;
     const memory::data_type t = actType();
     memory::desc src({n, ch, h, w}, t, Tag::nhwc), dst({n, ch, outSize(h, k, st, p), outSize(w, k, st, p)}, t, Tag::nhwc);
-    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src, dst, {st, st}, {k, k},
-                                  {p, p}, {p, p});
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, src, dst, {st, st}, {k, k}, {p, p},
+                                  {p, p});
     dnnl::pooling_forward::primitive_desc pd(d, attrs(false), eng);
     Step s;
     s.prim = dnnl::pooling_forward(pd);
@@ -309,9 +308,8 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   // allocations: each stays under glibc's mmap threshold longer, so the heap reuses it instead
   // of faulting fresh pages in on every call.
   auto buffer = [](size_t size, at::ScalarType type) { return at::empty({static_cast<int64_t>(std::max<size_t>(size, 64))}, type); };
-  const at::Tensor featA = buffer(p.featSize[0], actType), featB = buffer(p.featSize[1], actType),
-                   tmpABuf = buffer(p.tmpASize, actType), tmpBBuf = buffer(p.tmpBSize, actType),
-                   scratchBuf = buffer(p.scratchBytes, at::kByte);
+  const at::Tensor featA = buffer(p.featSize[0], actType), featB = buffer(p.featSize[1], actType), tmpABuf = buffer(p.tmpASize, actType),
+                   tmpBBuf = buffer(p.tmpBSize, actType), scratchBuf = buffer(p.scratchBytes, at::kByte);
   const int64_t bytes = actBytes(im.act);
   char* feat[2] = {static_cast<char*>(featA.data_ptr()), static_cast<char*>(featB.data_ptr())};
   void* tmpA = tmpABuf.data_ptr();

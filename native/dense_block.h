@@ -32,8 +32,7 @@ class DenseExecutor {
   // weights in bf16 (BN, biases, the classifier and the logits stay fp32). nullptr, with the
   // reason in `why`, when this build has no oneDNN (CMake found no dnnl.hpp) or oneDNN has no
   // fast kernel on this CPU.
-  static std::unique_ptr<DenseExecutor> create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, bool bf16,
-                                               std::string& why);
+  static std::unique_ptr<DenseExecutor> create(DenseNetSpec spec, const std::vector<int64_t>& probeShape, bool bf16, std::string& why);
   ~DenseExecutor();
   DenseExecutor(const DenseExecutor&) = delete;
   DenseExecutor& operator=(const DenseExecutor&) = delete;

@@ -149,7 +149,8 @@ void onlyInLists(Value* v) {
 }
 
 void checkChannels(int64_t expected, int64_t got, const char* what) {
-  if (expected != got) throw NoMatch(std::string(what) + ": " + std::to_string(got) + " channels where " + std::to_string(expected) + " arrive");
+  if (expected != got)
+    throw NoMatch(std::string(what) + ": " + std::to_string(got) + " channels where " + std::to_string(expected) + " arrive");
 }
 
 void matchOrThrow(torch::jit::Graph& g, DenseNetSpec& spec) {
@@ -189,7 +190,8 @@ void matchOrThrow(torch::jit::Graph& g, DenseNetSpec& spec) {
         checkChannels(channels, spec.fcWeight.size(1), "linear");
         if (!spec.fcBias.defined()) spec.fcBias = at::zeros({spec.fcWeight.size(0)});
         if (!c.done()) throw NoMatch("nodes after the classifier");
-        if (g.outputs()[0] != fc->output() || fc->output()->uses().size() != 1) throw NoMatch("forward does not return the classifier's output");
+        if (g.outputs()[0] != fc->output() || fc->output()->uses().size() != 1)
+          throw NoMatch("forward does not return the classifier's output");
         spec.blocks.push_back(std::move(block));
         return;
       }
@@ -214,7 +216,8 @@ void matchOrThrow(torch::jit::Graph& g, DenseNetSpec& spec) {
       if (!conv.relu) throw NoMatch("dense layer conv1 is not followed by ReLU");
       ConvSpec conv2 = takeConv(c, v);
       checkChannels(conv.outChannels(), conv2.inChannels(), "dense layer conv2");
-      if (conv2.relu || conv2.stride != 1 || 2 * conv2.padding + 1 != conv2.kernel()) throw NoMatch("dense layer conv2 does not keep the size");
+      if (conv2.relu || conv2.stride != 1 || 2 * conv2.padding + 1 != conv2.kernel())
+        throw NoMatch("dense layer conv2 does not keep the size");
       onlyInLists(v);
       block.layers.push_back(DenseLayerSpec{norm, conv, conv2});
       features.push_back(v);

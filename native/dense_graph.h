@@ -49,10 +49,10 @@ struct DenseBlockSpec {
 };
 
 struct DenseNetSpec {
-  ConvSpec conv0;  // followed by ReLU (norm0 folded in by freeze)
+  ConvSpec conv0;                                              // followed by ReLU (norm0 folded in by freeze)
   int64_t pool0Kernel = 3, pool0Stride = 2, pool0Padding = 1;  // max_pool2d
   std::vector<DenseBlockSpec> blocks;
-  BatchNormSpec norm5;  // then ReLU, global average pool, flatten, linear
+  BatchNormSpec norm5;          // then ReLU, global average pool, flatten, linear
   at::Tensor fcWeight, fcBias;  // [K, C], [K]
   int64_t denseLayers() const;
 };

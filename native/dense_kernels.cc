@@ -58,8 +58,7 @@ DENSENET_INLINE void bnReluRowsT(const T* __restrict src, int64_t rows, int64_t 
 // One output row of the 2x2 pool: top/bottom are input rows (w pixels of `width` channels).
 template <typename T>
 DENSENET_INLINE void bnReluPoolRowT(const T* __restrict top, const T* __restrict bottom, int64_t outW, int64_t width,
-                                    const float* __restrict scale, const float* __restrict shift, T* __restrict dst,
-                                    int64_t dstStride) {
+                                    const float* __restrict scale, const float* __restrict shift, T* __restrict dst, int64_t dstStride) {
   for (int64_t x = 0; x < outW; ++x) {
     const T* a = top + 2 * x * width;
     const T* b = bottom + 2 * x * width;
@@ -67,8 +66,7 @@ DENSENET_INLINE void bnReluPoolRowT(const T* __restrict top, const T* __restrict
     for (int64_t c = 0; c < width; ++c) {
       const float s = scale[c], t = shift[c];
       store(d, c,
-            (relu(load(a, c) * s + t) + relu(load(a, width + c) * s + t) + relu(load(b, c) * s + t) +
-             relu(load(b, width + c) * s + t)) *
+            (relu(load(a, c) * s + t) + relu(load(a, width + c) * s + t) + relu(load(b, c) * s + t) + relu(load(b, width + c) * s + t)) *
                 0.25f);
     }
   }
@@ -214,8 +212,7 @@ void mean(const std::vector<Segment>& segments, int64_t n, int64_t hw, const flo
 
 }  // namespace
 
-void bnReluConcat(Act act, const std::vector<Segment>& segments, int64_t pixels, const float* scale, const float* shift,
-                  void* dst) {
+void bnReluConcat(Act act, const std::vector<Segment>& segments, int64_t pixels, const float* scale, const float* shift, void* dst) {
   if (act == Act::F32) return concat(segments, pixels, scale, shift, static_cast<float*>(dst));
   concat(segments, pixels, scale, shift, static_cast<bf16*>(dst));
 }
@@ -226,8 +223,8 @@ void bnReluConcatAvgPool2(Act act, const std::vector<Segment>& segments, int64_t
   avgPool2(segments, n, h, w, scale, shift, static_cast<bf16*>(dst));
 }
 
-void bnReluConcatMean(Act act, const std::vector<Segment>& segments, int64_t n, int64_t hw, const float* scale,
-                      const float* shift, float* dst) {
+void bnReluConcatMean(Act act, const std::vector<Segment>& segments, int64_t n, int64_t hw, const float* scale, const float* shift,
+                      float* dst) {
   if (act == Act::F32) return mean<float>(segments, n, hw, scale, shift, dst);
   mean<bf16>(segments, n, hw, scale, shift, dst);
 }

@@ -23,8 +23,7 @@ struct Segment {
 };
 
 // dst[p, :] = relu(concat(segments)[p, :] * scale + shift); dst is dense [pixels, sum channels].
-void bnReluConcat(Act act, const std::vector<Segment>& segments, int64_t pixels, const float* scale, const float* shift,
-                  void* dst);
+void bnReluConcat(Act act, const std::vector<Segment>& segments, int64_t pixels, const float* scale, const float* shift, void* dst);
 
 // The same on an [n, h, w] grid, then 2x2 average pooling with stride 2 (floor): dst is
 // [n, h/2, w/2, C]. (Pooling before the transition's 1x1 convolution equals pooling after it.)
@@ -32,7 +31,7 @@ void bnReluConcatAvgPool2(Act act, const std::vector<Segment>& segments, int64_t
                           const float* shift, void* dst);
 
 // The same, then the mean over each image's hw pixels: dst is fp32 [n, C].
-void bnReluConcatMean(Act act, const std::vector<Segment>& segments, int64_t n, int64_t hw, const float* scale,
-                      const float* shift, float* dst);
+void bnReluConcatMean(Act act, const std::vector<Segment>& segments, int64_t n, int64_t hw, const float* scale, const float* shift,
+                      float* dst);
 
 }  // namespace densenet

@@ -81,8 +81,8 @@ int convLinearConstantsToBf16(torch::jit::Block* block) {
     if (uses.empty()) return at::Tensor();
     for (const torch::jit::Use& u : uses) {
       const c10::Symbol k = u.user->kind();
-      const bool convOrLinear = k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution ||
-                                k == c10::aten::linear;
+      const bool convOrLinear =
+          k == c10::aten::_convolution || k == c10::aten::conv2d || k == c10::aten::convolution || k == c10::aten::linear;
       if (!convOrLinear || (u.offset != 1 && u.offset != 2)) return at::Tensor();
     }
     return t.to(at::kBFloat16);  // preserves the (channels-last) layout
@@ -170,7 +170,7 @@ void convertErrors(ErrorKind kind, const std::string& prefix, F&& step) {
 }
 
 struct Engine::Impl {
-  mutable torch::jit::Module module;  // Module::forward is not const; running it is thread-safe
+  mutable torch::jit::Module module;        // Module::forward is not const; running it is thread-safe
   std::unique_ptr<DenseExecutor> executor;  // set: forward runs it instead of the graph
   bool profilingExecutor = false;
   torch::Device device{torch::kCPU};
@@ -192,8 +192,8 @@ struct Engine::Impl {
     if (!out.isTensor()) throw EngineError(ErrorKind::Forward, "model output is not a tensor (got " + out.tagKind() + ")");
     at::Tensor y = out.toTensor();
     if (y.dim() != 2 || y.size(0) != shape[0])
-      throw EngineError(ErrorKind::Forward, "model output must be [N, numClasses] with N = " + std::to_string(shape[0]) +
-                                                ", got " + shapeString(y.sizes().vec()));
+      throw EngineError(ErrorKind::Forward, "model output must be [N, numClasses] with N = " + std::to_string(shape[0]) + ", got " +
+                                                shapeString(y.sizes().vec()));
     return y.to(torch::kCPU, torch::kFloat).contiguous();
   }
 
@@ -298,10 +298,8 @@ struct Engine::Impl {
   bool useDenseExecutor(const EngineOptions& opts) {
     std::string why;
     DenseNetSpec spec;
-    if (device.is_cuda())
-      why = "runs on the CPU only";
-    else if (!frozen)
-      why = "the model is not frozen";
+    if (device.is_cuda()) why = "runs on the CPU only";
+    else if (!frozen) why = "the model is not frozen";
     else if (matchDenseNet(*module.get_method("forward").graph(), spec, why))
       executor = DenseExecutor::create(std::move(spec), {1, opts.inputShape[0], opts.inputShape[1], opts.inputShape[2]}, bf16, why);
     if (!executor) {
