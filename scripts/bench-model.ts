@@ -33,6 +33,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { GLIBC_TUNABLES } from '../src/config.js';
 import { cpuHasAvx512Bf16 } from '../src/device.js';
@@ -60,6 +61,7 @@ const { values: opt } = parseArgs({
     onnx: { type: 'string' },
     batches: { type: 'string', default: '1,8' },
     profile: { type: 'boolean', default: false },
+    'serve-onnx': { type: 'string' },
     cpu: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
@@ -218,9 +220,26 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner &
  * onnxruntime-node on the same weights (exported to ONNX by models/export.py), same threads,
  * in this process. Undefined, with the reason printed, when the package or Python is missing.
  */
+type Ort = typeof import('onnxruntime-node');
+
+async function ortSession(ort: Ort, file: string) {
+  return ort.InferenceSession.create(await readFile(file), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+}
+
+/**
+ * onnxruntime-node on the same weights (exported to ONNX by models/export.py), same threads, in
+ * a child process like the other contenders (in this process its thread pool would share the
+ * addon's cores between rounds). Undefined, with the reason printed, when the package or
+ * Python is missing.
+ */
 async function ortRunner(python: string | undefined, dir: string, reference: Model): Promise<Runner | undefined> {
   if (opt['no-onnx']) return undefined;
-  let ort: typeof import('onnxruntime-node');
+  let ort: Ort;
   try {
     ort = await import('onnxruntime-node');
   } catch {
@@ -235,34 +254,48 @@ async function ortRunner(python: string | undefined, dir: string, reference: Mod
     }
     await run(python, [EXPORT_PY, '--onnx-from', modelPath, '--out', onnx], { quiet: true });
   }
-  const session = await ort.InferenceSession.create(await readFile(onnx), {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: 'sequential',
-    graphOptimizationLevel: 'all',
-  });
-  const forward = async (b: number) => {
-    const out = await session.run({ input: new ort.Tensor('float32', inputFor(b), [b, 3, 224, 224]) });
-    return out.logits!.data as Float32Array;
-  };
-  // Same weights: onnxruntime's logits match the addon's.
-  const ours = await reference.forward(inputFor(1), [1, 3, 224, 224]);
+  // Same weights: onnxruntime's logits match the addon's (checked here once, then released).
+  const session = await ortSession(ort, onnx);
+  const x = inputFor(1);
+  const theirs = (await session.run({ input: new ort.Tensor('float32', x, [1, 3, 224, 224]) })).logits!.data as Float32Array;
+  await session.release();
+  const ours = await reference.forward(x, [1, 3, 224, 224]);
   let diff = 0;
-  const theirs = await forward(1);
   for (let i = 0; i < theirs.length; i++) diff = Math.max(diff, Math.abs(theirs[i]! - ours.data[i]!));
   process.stderr.write(`  onnxruntime-node ${ort.env.versions.common}: opset 13, ${threads} intra-op threads; max abs diff vs addon ${diff.toExponential(2)}\n`);
   if (diff > 1e-3) throw new Error(`onnxruntime's logits differ from the addon's by ${diff}: not the same model`);
-  return {
-    name: 'ort',
-    async forward(b, iters) {
-      return timed(iters, () => forward(b));
-    },
-    async close() {
-      await session.release();
-    },
-  };
+  const self = fileURLToPath(import.meta.url);
+  return lineRunner('ort', process.execPath, [...process.execArgv, self, '--serve-onnx', onnx, '--threads', String(threads), ...(opt.cpu ? ['--cpu'] : [])]);
 }
 
+/** --serve-onnx FILE: this script as onnxruntime's long-lived contender (the line protocol of densenet_bench --serve). */
+async function serveOnnx(file: string): Promise<void> {
+  const ort = await import('onnxruntime-node');
+  const session = await ortSession(ort, file);
+  process.stdout.write(`INFO onnxruntime-node ${ort.env.versions.common} intra-op threads=${threads}\nREADY\n`);
+  for await (const line of createInterface({ input: process.stdin })) {
+    const [cmd, b, n] = line.split(' ');
+    if (cmd === 'quit') break;
+    if (cmd !== 'forward') {
+      process.stdout.write('ERROR unknown command\n');
+      continue;
+    }
+    const batch = Number(b);
+    const x = new ort.Tensor('float32', inputFor(batch), [batch, 3, 224, 224]);
+    const wall: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      await session.run({ input: x });
+      wall.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
+    }
+    process.stdout.write(`TIMES ${wall.map((v) => v.toFixed(3)).join(' ')} CPU ${cpu.map((v) => v.toFixed(3)).join(' ')}\n`);
+  }
+  await session.release();
+}
 
 interface Paired {
   /** Median ms per runner over all rounds. */
@@ -417,4 +450,5 @@ async function profile(python: string | undefined): Promise<void> {
   }
 }
 
-await main();
+if (opt['serve-onnx']) await serveOnnx(opt['serve-onnx']);
+else await main();
