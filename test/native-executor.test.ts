@@ -84,3 +84,20 @@ t.test('densenet_bench --no-dense-executor runs the plain graph, with the same l
   const diff = maxAbsDiff(outputs[0]!, outputs[1]!);
   t.ok(diff <= 1e-4 && diff > 0, `executor vs plain graph: max abs diff ${diff.toExponential(2)} (<= 1e-4, and not the same code)`);
 });
+
+t.test('LoadOptions.denseExecutor: false keeps the plain graph, with the same answers', async (t) => {
+  const { ensureDefaultModel } = await import('./helpers/model.js');
+  const { Model } = await import('../src/model.js');
+  const { modelPath } = await ensureDefaultModel();
+  const fast = await Model.load(modelPath, { threads: 1 });
+  const plain = await Model.load(modelPath, { threads: 1, denseExecutor: false });
+  t.teardown(() => Promise.all([fast.dispose(), plain.dispose()]));
+  t.match(fast.info.optimizations.join(' '), /dense_executor\(4 blocks, 58 layers\)/);
+  t.notMatch(plain.info.optimizations.join(' '), /dense_executor/);
+  const x = new Float32Array(3 * 224 * 224).map((_, i) => Math.sin(i) * 2);
+  const [a, b] = await Promise.all([fast.forward(x, [1, 3, 224, 224]), plain.forward(x, [1, 3, 224, 224])]);
+  let diff = 0;
+  for (let i = 0; i < a.data.length; i++) diff = Math.max(diff, Math.abs(a.data[i]! - b.data[i]!));
+  t.ok(diff < 1e-4, `max logit diff ${diff}`);
+  await t.rejects(Model.load(modelPath, { denseExecutor: 'yes' as unknown as boolean }), TypeError);
+});
