@@ -6,16 +6,22 @@
 # Default libtorch: Debian's libtorch-dev (/usr/include, /usr/lib/x86_64-linux-gnu). Another one:
 # LIBTORCH=/path/to/libtorch (a zip/pip libtorch with include/ and lib/); TORCH_CXX11_ABI=0 for
 # a pre-C++11-ABI build. Linking torch_cuda (when present) is left to the CMake build.
+# The DenseNet executor (native/dense_block.cc) is compiled with oneDNN only for Debian's libtorch
+# (no LIBTORCH) when libdnnl-dev's headers exist, as in CMakeLists.txt.
 {
   "variables": {
     "libtorch_inc%": "<!(node -p \"process.env.LIBTORCH ? process.env.LIBTORCH + '/include' : '/usr/include'\")",
     "libtorch_lib%": "<!(node -p \"process.env.LIBTORCH ? process.env.LIBTORCH + '/lib' : '/usr/lib/x86_64-linux-gnu'\")",
-    "cxx11_abi%": "<!(node -p \"process.env.TORCH_CXX11_ABI || '1'\")"
+    "cxx11_abi%": "<!(node -p \"process.env.TORCH_CXX11_ABI || '1'\")",
+    "have_dnnl%": "<!(node -p \"!process.env.LIBTORCH && require('fs').existsSync('/usr/include/oneapi/dnnl/dnnl.hpp') ? 1 : 0\")"
   },
   "targets": [
     {
       "target_name": "densenet",
-      "sources": ["native/addon.cc", "native/engine.cc", "native/worker.cc"],
+      "sources": [
+        "native/addon.cc", "native/engine.cc", "native/worker.cc",
+        "native/dense_graph.cc", "native/dense_block.cc", "native/dense_kernels.cc"
+      ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "native",
@@ -32,7 +38,10 @@
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-Wno-unused-parameter"],
-      "libraries": ["-L<(libtorch_lib)", "-Wl,-rpath,<(libtorch_lib)", "-ltorch", "-ltorch_cpu", "-lc10"]
+      "libraries": ["-L<(libtorch_lib)", "-Wl,-rpath,<(libtorch_lib)", "-ltorch", "-ltorch_cpu", "-lc10"],
+      "conditions": [
+        ["have_dnnl==1", {"defines": ["DENSENET_HAVE_DNNL"], "libraries": ["-ldnnl"]}]
+      ]
     },
     {
       # The image addon for the preprocessing workers: no libtorch.

@@ -367,6 +367,7 @@ class Model : public Napi::ObjectWrap<Model> {
       flag("channelsLast", opts.channelsLast);
       flag("optimizeForInference", opts.optimizeForInference);
       flag("profilingExecutor", opts.profilingExecutor);
+      flag("denseExecutor", opts.denseExecutor);
       if (o.Has("inputShape") && o.Get("inputShape").IsArray()) {
         Napi::Array a = o.Get("inputShape").As<Napi::Array>();
         opts.inputShape.clear();

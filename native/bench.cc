@@ -2,17 +2,21 @@
 // loop" and the accelerator check. Two modes:
 //   densenet_bench --model m.pt [opts] --batches 1,8 --iters 20     timed loop, prints medians
 //   densenet_bench --model m.pt [opts] --serve                       line protocol on stdin:
-//       "forward B ITERS" -> "TIMES ms1 ms2 ..." ; "quit"
+//       "forward B ITERS" -> "TIMES ms1 ms2 ... CPU cpu_ms1 cpu_ms2 ..." ; "quit"
 // Options: --device D --threads T --precision fp32|bf16 --no-channels-last --no-freeze
-//          --optimize-for-inference --profiling-executor --input-shape C,H,W --warmup W
+//          --optimize-for-inference --profiling-executor --no-dense-executor --input-shape C,H,W --warmup W
+//          --profile-ops (after the timed loop: the DenseNet executor's per-step times, "OP b<N> <ms> <share> <step>")
 //          --dump PREFIX (writes PREFIX.b<N>.f32: logits of the deterministic input, and
 //          PREFIX.b<N>.in.f32: that input; raw float32)
+// RESULT lines: wall-clock medians, and cpu_ms = the median CPU time of the process per forward
+// (with --threads 1 a load-robust measure of the work on a busy machine).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -61,10 +65,21 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-double timeForward(Engine& e, const std::vector<float>& in, const std::vector<int64_t>& shape, std::vector<float>& out) {
+// CPU time of the whole process (all threads), ms.
+double cpuMs() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+double timeForward(Engine& e, const std::vector<float>& in, const std::vector<int64_t>& shape, std::vector<float>& out,
+                   std::vector<double>* cpu = nullptr) {
+  const double c0 = cpuMs();
   auto t0 = std::chrono::steady_clock::now();
   e.forward(in.data(), shape, out);
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (cpu) cpu->push_back(cpuMs() - c0);
+  return ms;
 }
 
 int usage(const char* msg) {
@@ -79,7 +94,7 @@ int main(int argc, char** argv) {
   std::string model, dump;
   std::vector<int64_t> batches{1, 8};
   int iters = 20, warmup = 3;
-  bool serve = false;
+  bool serve = false, profileOps = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&](const char* what) -> std::string {
@@ -95,6 +110,8 @@ int main(int argc, char** argv) {
       else if (a == "--no-freeze") opts.freeze = false;
       else if (a == "--optimize-for-inference") opts.optimizeForInference = true;
       else if (a == "--profiling-executor") opts.profilingExecutor = true;
+      else if (a == "--no-dense-executor") opts.denseExecutor = false;
+      else if (a == "--profile-ops") profileOps = true;
       else if (a == "--input-shape") opts.inputShape = parseList(next("--input-shape"));
       else if (a == "--batches") batches = parseList(next("--batches"));
       else if (a == "--iters") iters = std::stoi(next("--iters"));
@@ -143,8 +160,11 @@ int main(int argc, char** argv) {
         ls >> b >> n;
         std::vector<int64_t> shape{b, C, H, W};
         std::vector<float> in = makeInput(static_cast<size_t>(b * C * H * W), 42);
+        std::vector<double> cpu;
         std::printf("TIMES");
-        for (int k = 0; k < n; ++k) std::printf(" %.3f", timeForward(*engine, in, shape, out));
+        for (int k = 0; k < n; ++k) std::printf(" %.3f", timeForward(*engine, in, shape, out, &cpu));
+        std::printf(" CPU");
+        for (double c : cpu) std::printf(" %.3f", c);
         std::printf("\n");
         std::fflush(stdout);
       }
@@ -153,9 +173,9 @@ int main(int argc, char** argv) {
     for (int64_t b : batches) {
       std::vector<int64_t> shape{b, C, H, W};
       std::vector<float> in = makeInput(static_cast<size_t>(b * C * H * W), 42);
-      std::vector<double> warm, times;
+      std::vector<double> warm, times, cpu;
       for (int k = 0; k < warmup; ++k) warm.push_back(timeForward(*engine, in, shape, out));
-      for (int k = 0; k < iters; ++k) times.push_back(timeForward(*engine, in, shape, out));
+      for (int k = 0; k < iters; ++k) times.push_back(timeForward(*engine, in, shape, out, &cpu));
       const int64_t K = info.numClasses;
       double sum = 0, sumAbs = 0;
       for (float v : out) sum += v, sumAbs += std::fabs(v);
@@ -166,10 +186,20 @@ int main(int argc, char** argv) {
       std::string top5;
       for (int64_t k = 0; k < std::min<int64_t>(5, K); ++k) top5 += (k ? "," : "") + std::to_string(idx[static_cast<size_t>(k)]);
       std::printf(
-          "RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f top5_row0=%s\n",
-          static_cast<long long>(b), median(times), median(times) / static_cast<double>(b), *std::min_element(times.begin(), times.end()),
-          warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
+          "RESULT batch=%lld median_ms=%.3f per_image_ms=%.3f cpu_ms=%.3f min_ms=%.3f first_ms=%.3f iters=%d checksum=%.6f abs_sum=%.6f "
+          "top5_row0=%s\n",
+          static_cast<long long>(b), median(times), median(times) / static_cast<double>(b), median(cpu),
+          *std::min_element(times.begin(), times.end()), warm.empty() ? 0.0 : warm[0], iters, sum, sumAbs, top5.c_str());
       std::fflush(stdout);
+      if (profileOps) {
+        auto ops = engine->profile(in.data(), shape, iters);
+        double total = 0;
+        for (const auto& op : ops) total += op.second;
+        for (const auto& op : ops)
+          std::printf("OP b%lld %8.3f ms %5.1f %% %s\n", static_cast<long long>(b), op.second / iters, 100.0 * op.second / total,
+                      op.first.c_str());
+        std::fflush(stdout);
+      }
       if (!dump.empty()) {
         std::ofstream f(dump + ".b" + std::to_string(b) + ".f32", std::ios::binary);
         f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size() * sizeof(float)));

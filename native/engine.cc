@@ -14,6 +14,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "dense_block.h"
+#include "dense_graph.h"
+
 namespace densenet {
 
 namespace {
@@ -148,18 +151,40 @@ bool cpuHasAvx512Bf16() {
   return false;
 }
 
+// Runs one step of load() or forward(): any failure becomes an EngineError of `kind`, its
+// message prefixed by `prefix`; an EngineError of another kind (a probe's Forward error) is
+// re-labelled the same way.
+template <typename F>
+void convertErrors(ErrorKind kind, const std::string& prefix, F&& step) {
+  try {
+    step();
+  } catch (const EngineError& e) {
+    if (e.kind() == kind) throw;
+    throw EngineError(kind, prefix + e.what());
+  } catch (const c10::Error& e) {
+    throw EngineError(kind, prefix + conciseTorchMessage(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    // TorchScript interpreter errors arrive as plain std::runtime_error.
+    throw EngineError(kind, prefix + conciseTorchMessage(e.what()));
+  }
+}
+
 struct Engine::Impl {
-  torch::jit::Module module;
+  mutable torch::jit::Module module;        // Module::forward is not const; running it is thread-safe
+  std::unique_ptr<DenseExecutor> executor;  // set: forward runs it instead of the graph
   bool profilingExecutor = false;
   torch::Device device{torch::kCPU};
   bool channelsLast = false;
   bool bf16 = false;
+  bool frozen = false;
   EngineInfo info;
 
-  at::Tensor run(const float* input, const std::vector<int64_t>& shape) {
+  // Read-only on the Impl: safe to run from several threads at once.
+  at::Tensor run(const float* input, const std::vector<int64_t>& shape, OpTimes* times = nullptr) const {
     c10::InferenceMode guard;
     // from_blob does not own the caller's buffer; every tensor made here dies on this thread.
     at::Tensor x = torch::from_blob(const_cast<float*>(input), shape, torch::kFloat);
+    if (executor) return executor->forward(x, times);
     if (device.is_cuda()) x = x.to(device);
     if (channelsLast && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     AutocastScope autocast(bf16, device.is_cuda());
@@ -170,6 +195,129 @@ struct Engine::Impl {
       throw EngineError(ErrorKind::Forward, "model output must be [N, numClasses] with N = " + std::to_string(shape[0]) + ", got " +
                                                 shapeString(y.sizes().vec()));
     return y.to(torch::kCPU, torch::kFloat).contiguous();
+  }
+
+  // Step 1: device, precision, threads, executor mode (errors: InvalidOption).
+  void resolveDevice(const EngineOptions& opts) {
+    info.cudaAvailable = torch::cuda::is_available();
+    if (opts.device == "auto") {
+      device = info.cudaAvailable ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    } else if (opts.device == "cpu" || opts.device == "cuda" || opts.device.rfind("cuda:", 0) == 0) {
+      try {
+        device = torch::Device(opts.device);
+      } catch (const c10::Error&) {
+        throw EngineError(ErrorKind::InvalidOption, "invalid device '" + opts.device + "'");
+      }
+      if (device.is_cuda()) {
+        if (!info.cudaAvailable)
+          throw EngineError(ErrorKind::InvalidOption, "device '" + opts.device + "' requested but CUDA is not available (libtorch " +
+                                                          std::string(TORCH_VERSION) + " without CUDA, or no GPU)");
+        int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+        int64_t index = device.has_index() ? device.index() : 0;
+        if (index >= count)
+          throw EngineError(ErrorKind::InvalidOption,
+                            "device '" + opts.device + "' requested but only " + std::to_string(count) + " CUDA device(s) exist");
+        device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+      }
+    } else {
+      throw EngineError(ErrorKind::InvalidOption, "invalid device '" + opts.device + "' (expected cpu, cuda, cuda:N or auto)");
+    }
+    info.device = device.str();
+
+    if (opts.precision == "bf16") {
+      if (!device.is_cuda() && !cpuHasAvx512Bf16())
+        throw EngineError(ErrorKind::InvalidOption,
+                          "precision 'bf16' needs a CPU with avx512_bf16 or a CUDA device; this CPU lacks avx512_bf16 "
+                          "(bf16 would be slower than fp32 here)");
+      bf16 = true;
+    } else if (opts.precision != "fp32") {
+      throw EngineError(ErrorKind::InvalidOption, "invalid precision '" + opts.precision + "' (expected fp32 or bf16)");
+    }
+    if (opts.inputShape.size() != 3) throw EngineError(ErrorKind::InvalidOption, "inputShape must be [C, H, W]");
+
+    // Threads: once, on this thread. Per-forward calls clear oneDNN's caches.
+    if (opts.threads > 0) at::set_num_threads(opts.threads);
+    info.threads = at::get_num_threads();
+
+    // Process-wide. Without the profiling executor only the first call per input kind is slow
+    // (the profiling one re-profiles every new batch size twice).
+    torch::jit::getProfilingMode() = opts.profilingExecutor;
+    profilingExecutor = opts.profilingExecutor;
+    if (!opts.profilingExecutor) info.optimizations.push_back("profiling_executor_off");
+  }
+
+  // Step 2: read the file (errors: Load).
+  void loadModule(const std::string& path) {
+    {
+      std::ifstream probe(path, std::ios::binary);
+      if (!probe) throw EngineError(ErrorKind::Load, "model file not found or not readable: " + path);
+    }
+    c10::InferenceMode off(false);  // graph passes must not run in inference mode
+    torch::NoGradGuard noGrad;
+    module = torch::jit::load(path, device);
+    module.eval();
+  }
+
+  // Step 3: freeze, then the DenseNet executor or the graph rewrites (errors: Load).
+  void optimise(const EngineOptions& opts) {
+    c10::InferenceMode off(false);
+    torch::NoGradGuard noGrad;
+    frozen = module.parameters(true).size() == 0 && !module.hasattr("training");
+    if (frozen) {
+      info.optimizations.push_back("frozen_in_file");
+    } else if (opts.freeze) {
+      module = torch::jit::freeze(module);
+      info.optimizations.push_back("freeze");
+      frozen = true;
+    }
+    if (opts.denseExecutor && useDenseExecutor(opts)) return;
+    if (opts.channelsLast) {
+      int n = frozen ? constantsToChannelsLast(graph()) : parametersToChannelsLast(module);
+      channelsLast = true;
+      info.optimizations.push_back("channels_last(" + std::to_string(n) + " weights)");
+    }
+    if (opts.optimizeForInference) {
+      module = torch::jit::optimize_for_inference(module);
+      info.optimizations.push_back("optimize_for_inference");
+    }
+    if (device.is_cuda()) {
+      at::globalContext().setBenchmarkCuDNN(true);
+      info.optimizations.push_back("cudnn_benchmark");
+      if (at::globalContext().allowTF32CuDNN()) info.optimizations.push_back("cudnn_tf32");
+    }
+    if (bf16) {
+      info.optimizations.push_back(device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
+      if (frozen && !opts.optimizeForInference) {
+        int n = convLinearConstantsToBf16(graph());
+        info.optimizations.push_back("bf16_weights(" + std::to_string(n) + ")");
+      }
+    }
+  }
+
+  // True when the executor took over (the graph is then released); otherwise says why not.
+  bool useDenseExecutor(const EngineOptions& opts) {
+    std::string why;
+    DenseNetSpec spec;
+    if (device.is_cuda()) why = "runs on the CPU only";
+    else if (!frozen) why = "the model is not frozen";
+    else if (matchDenseNet(*module.get_method("forward").graph(), spec, why))
+      executor = DenseExecutor::create(std::move(spec), {1, opts.inputShape[0], opts.inputShape[1], opts.inputShape[2]}, bf16, why);
+    if (!executor) {
+      info.optimizations.push_back("dense_executor_unavailable(" + why + ")");
+      return false;
+    }
+    info.optimizations.push_back(executor->summary());
+    module = torch::jit::Module();  // the executor holds the weights it needs
+    return true;
+  }
+
+  torch::jit::Block* graph() { return module.get_method("forward").graph()->block(); }
+
+  // Step 4: one forward on zeros proves the model runs and tells the number of classes
+  // (errors: Load).
+  void probe(const std::vector<int64_t>& shape) {
+    std::vector<float> zeros(static_cast<size_t>(shape[1] * shape[2] * shape[3]), 0.0f);
+    info.numClasses = run(zeros.data(), shape).size(1);
   }
 };
 
@@ -189,145 +337,34 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   info.precision = opts.precision;
   info.inputShape = opts.inputShape;
 
-  try {
-    info.cudaAvailable = torch::cuda::is_available();
-    // Device.
-    if (opts.device == "auto") {
-      impl->device = info.cudaAvailable ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-    } else if (opts.device == "cpu" || opts.device == "cuda" || opts.device.rfind("cuda:", 0) == 0) {
-      try {
-        impl->device = torch::Device(opts.device);
-      } catch (const c10::Error&) {
-        throw EngineError(ErrorKind::InvalidOption, "invalid device '" + opts.device + "'");
-      }
-      if (impl->device.is_cuda()) {
-        if (!info.cudaAvailable)
-          throw EngineError(ErrorKind::InvalidOption, "device '" + opts.device + "' requested but CUDA is not available (libtorch " +
-                                                          std::string(TORCH_VERSION) + " without CUDA, or no GPU)");
-        int64_t count = static_cast<int64_t>(torch::cuda::device_count());
-        int64_t index = impl->device.has_index() ? impl->device.index() : 0;
-        if (index >= count)
-          throw EngineError(ErrorKind::InvalidOption,
-                            "device '" + opts.device + "' requested but only " + std::to_string(count) + " CUDA device(s) exist");
-        impl->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-      }
-    } else {
-      throw EngineError(ErrorKind::InvalidOption, "invalid device '" + opts.device + "' (expected cpu, cuda, cuda:N or auto)");
-    }
-    info.device = impl->device.str();
-
-    // Precision.
-    if (opts.precision == "bf16") {
-      if (!impl->device.is_cuda() && !cpuHasAvx512Bf16())
-        throw EngineError(ErrorKind::InvalidOption,
-                          "precision 'bf16' needs a CPU with avx512_bf16 or a CUDA device; this CPU lacks avx512_bf16 "
-                          "(bf16 would be slower than fp32 here)");
-      impl->bf16 = true;
-    } else if (opts.precision != "fp32") {
-      throw EngineError(ErrorKind::InvalidOption, "invalid precision '" + opts.precision + "' (expected fp32 or bf16)");
-    }
-
-    // Threads: once, on this (the worker) thread. Per-forward calls clear oneDNN's caches.
-    if (opts.threads > 0) at::set_num_threads(opts.threads);
-    info.threads = at::get_num_threads();
-
-    // Executor: process-wide. Without the profiling executor only the first call per input
-    // kind is slow (the profiling one re-profiles every new batch size twice).
-    torch::jit::getProfilingMode() = opts.profilingExecutor;
-    impl->profilingExecutor = opts.profilingExecutor;
-    if (!opts.profilingExecutor) info.optimizations.push_back("profiling_executor_off");
-  } catch (const c10::Error& e) {
-    throw EngineError(ErrorKind::InvalidOption, e.what_without_backtrace());
-  }
-
-  {
-    std::ifstream probe(path, std::ios::binary);
-    if (!probe) throw EngineError(ErrorKind::Load, "model file not found or not readable: " + path);
-  }
-
-  try {
-    c10::InferenceMode off(false);  // graph passes below must not run in inference mode
-    torch::NoGradGuard noGrad;
-    impl->module = torch::jit::load(path, impl->device);
-    impl->module.eval();
-  } catch (const c10::Error& e) {
-    throw EngineError(ErrorKind::Load, "cannot load TorchScript model " + path + ": " + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::Load, "cannot load TorchScript model " + path + ": " + e.what());
-  }
-
-  try {
-    torch::NoGradGuard noGrad;
-    torch::jit::Module& m = impl->module;
-    bool frozen = m.parameters(true).size() == 0 && !m.hasattr("training");
-    if (frozen) {
-      info.optimizations.push_back("frozen_in_file");
-    } else if (opts.freeze) {
-      m = torch::jit::freeze(m);
-      info.optimizations.push_back("freeze");
-      frozen = true;
-    }
-    if (opts.channelsLast) {
-      int n = frozen ? constantsToChannelsLast(m.get_method("forward").graph()->block()) : parametersToChannelsLast(m);
-      impl->channelsLast = true;
-      info.optimizations.push_back("channels_last(" + std::to_string(n) + " weights)");
-    }
-    if (opts.optimizeForInference) {
-      m = torch::jit::optimize_for_inference(m);
-      info.optimizations.push_back("optimize_for_inference");
-    }
-    if (impl->device.is_cuda()) {
-      at::globalContext().setBenchmarkCuDNN(true);
-      info.optimizations.push_back("cudnn_benchmark");
-      if (at::globalContext().allowTF32CuDNN()) info.optimizations.push_back("cudnn_tf32");
-    }
-    if (impl->bf16) {
-      info.optimizations.push_back(impl->device.is_cuda() ? "autocast_bf16_cuda" : "autocast_bf16_cpu");
-      if (frozen && !opts.optimizeForInference) {
-        int n = convLinearConstantsToBf16(m.get_method("forward").graph()->block());
-        info.optimizations.push_back("bf16_weights(" + std::to_string(n) + ")");
-      }
-    }
-  } catch (const c10::Error& e) {
-    throw EngineError(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": " + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": " + e.what());
-  }
-
-  // Probe forward: proves the model runs and tells the number of classes.
-  if (opts.inputShape.size() != 3) throw EngineError(ErrorKind::InvalidOption, "inputShape must be [C, H, W]");
+  convertErrors(ErrorKind::InvalidOption, "", [&] { impl->resolveDevice(opts); });
+  convertErrors(ErrorKind::Load, "cannot load TorchScript model " + path + ": ", [&] { impl->loadModule(path); });
+  convertErrors(ErrorKind::Load, "cannot optimise TorchScript model " + path + ": ", [&] { impl->optimise(opts); });
   std::vector<int64_t> shape{1, opts.inputShape[0], opts.inputShape[1], opts.inputShape[2]};
-  std::vector<float> zeros(static_cast<size_t>(shape[1] * shape[2] * shape[3]), 0.0f);
-  try {
-    at::Tensor y = impl->run(zeros.data(), shape);
-    info.numClasses = y.size(1);
-  } catch (const EngineError& e) {
-    throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " + e.what());
-  } catch (const c10::Error& e) {
-    throw EngineError(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " +
-                                           conciseTorchMessage(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    throw EngineError(ErrorKind::Load,
-                      "model " + path + " failed a probe forward with input " + shapeString(shape) + ": " + conciseTorchMessage(e.what()));
-  }
+  convertErrors(ErrorKind::Load, "model " + path + " failed a probe forward with input " + shapeString(shape) + ": ",
+                [&] { impl->probe(shape); });
   info.loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
 std::vector<int64_t> Engine::forward(const float* input, const std::vector<int64_t>& shape, std::vector<float>& out) {
-  try {
+  std::vector<int64_t> sizes;
+  convertErrors(ErrorKind::Forward, "", [&] {
     at::Tensor y = impl_->run(input, shape);
     out.resize(static_cast<size_t>(y.numel()));
     std::memcpy(out.data(), y.data_ptr<float>(), out.size() * sizeof(float));
-    return y.sizes().vec();
-  } catch (const EngineError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw EngineError(ErrorKind::Forward, conciseTorchMessage(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    // TorchScript interpreter errors arrive as plain std::runtime_error.
-    throw EngineError(ErrorKind::Forward, conciseTorchMessage(e.what()));
-  }
+    sizes = y.sizes().vec();
+  });
+  return sizes;
+}
+
+std::vector<std::pair<std::string, double>> Engine::profile(const float* input, const std::vector<int64_t>& shape, int iters) {
+  OpTimes times;
+  if (!impl_->executor) return times;
+  convertErrors(ErrorKind::Forward, "", [&] {
+    for (int i = 0; i < iters; ++i) impl_->run(input, shape, &times);
+  });
+  return times;
 }
 
 double Engine::warmup(const std::vector<int64_t>& batchSizes) {

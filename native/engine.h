@@ -4,13 +4,15 @@
 //
 // Threading: an Engine is created and destroyed on one thread; forward() may run concurrently
 // on several threads that called attachThread() (model instances, native/worker.h). Only the
-// addon's own threads run torch code: docs/design.md, "Inference threads".
+// addon's own threads run torch code: docs/design.md, "Inference threads". forward() shares only
+// read-only weights and plans built under a lock (dense_block.h); each call has its own buffers.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace densenet {
@@ -29,11 +31,12 @@ class EngineError : public std::runtime_error {
 struct EngineOptions {
   std::string device = "auto";                   // cpu | cuda | cuda:N | auto (= cuda when available)
   int threads = 0;                               // intra-op threads; 0 = libtorch's default
-  std::string precision = "fp32";                // fp32 | bf16 (autocast; CPU needs avx512_bf16)
+  std::string precision = "fp32";                // fp32 | bf16 (executor in bf16, or graph autocast; CPU needs avx512_bf16)
   bool freeze = true;                            // torch::jit::freeze when the file is not frozen yet
   bool channelsLast = true;                      // weights + input in channels-last (avoids oneDNN reorders)
   bool optimizeForInference = false;             // torch::jit::optimize_for_inference (measured slower than channels-last)
   bool profilingExecutor = false;                // process-wide; off = only the first call per input kind is slow
+  bool denseExecutor = true;                     // DenseNet graphs on the CPU run on dense_block.h instead of the graph
   std::vector<int64_t> inputShape{3, 224, 224};  // C,H,W of the probe forward run at load
 };
 
@@ -65,6 +68,10 @@ class Engine {
   // Runs forwards at each batch size (zeros of inputShape) so that the first real call per
   // size is not the slow one. Returns seconds spent.
   double warmup(const std::vector<int64_t>& batchSizes);
+
+  // Per-step wall times in ms, summed over `iters` forwards of `input`, when the DenseNet
+  // executor runs (empty for the plain graph: use the torch profiler there).
+  std::vector<std::pair<std::string, double>> profile(const float* input, const std::vector<int64_t>& shape, int iters);
 
   const EngineInfo& info() const;
 

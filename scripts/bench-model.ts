@@ -2,15 +2,26 @@
  * `npm run bench:model [-- --quick]`: the model alone (no HTTP), paired in one run.
  *
  *  1. addon vs plain C++ libtorch loop (build/Release/densenet_bench) vs Python torch, b1 and b8,
- *     fp32 and bf16, same threads and the same optimisations (channels-last weights + input,
- *     profiling executor off). Target: addon <= 1.00x the plain C++ loop.
+ *     fp32 and bf16, same threads and the same optimisations (the DenseNet executor; Python:
+ *     channels-last weights + input, profiling executor off). Target: addon <= 1.03x the C++ loop.
+ *     fp32 also: the C++ loop on the plain graph (--no-dense-executor) and, when the optional
+ *     devDependency onnxruntime-node is installed, onnxruntime on the same weights exported to
+ *     ONNX (models/export.py --onnx-from), same threads. Targets: addon <= 1.0x onnxruntime at
+ *     b8, <= 1.1x at b1.
  *  2. Each optimisation step's effect, with the C++ driver: traced baseline -> freeze ->
- *     channels-last -> profiling executor off (the default), and the alternatives that lost.
+ *     channels-last -> profiling executor off -> DenseNet executor (the default), and the
+ *     alternatives that lost; each step next to the previous one.
+ *  3. --profile: the executor's per-step times (densenet_bench --profile-ops) and the torch
+ *     profiler's op shares for the plain graph in Python, b1 and b8.
+ * --cpu compares process CPU time per forward instead of wall time, with 1 thread by default:
+ * on a machine shared with other jobs that measures the work itself, not the scheduler.
  *
- * Pairing: every contender is one long-lived process (the addon is this process), loaded once;
- * rounds alternate between them in rotating order. Printed: medians, and ratios as the median of
- * per-round ratios (robust to load drifting during the run). Numbers from
- * different runs are not comparable on a noisy VM (docs/design.md#measuring).
+ * Pairing: every contender is one long-lived process (the addon and onnxruntime are this
+ * process), loaded once; rounds alternate between them in rotating order, and each contender's
+ * first forward in a round is not timed (another runtime's threads may still be spinning).
+ * Printed: medians, and ratios as the median of per-round ratios (robust to load drifting during
+ * the run). Numbers from different runs are not comparable on a noisy VM
+ * (docs/design.md#measuring, docs/forward.md#measuring).
  *
  * Allocator: glibc malloc's page faults dominate timing noise (docs/design.md#allocator-settings), so this
  * script re-executes itself with GLIBC_TUNABLES (the value the server uses) unless it is already
@@ -18,10 +29,11 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { GLIBC_TUNABLES } from '../src/config.js';
 import { cpuHasAvx512Bf16 } from '../src/device.js';
@@ -33,24 +45,33 @@ import { median } from './lib/stats.js';
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DRIVER = join(ROOT, 'build', 'Release', 'densenet_bench');
 const TORCH_PY = join(ROOT, 'scripts', 'torch_forward.py');
+const EXPORT_PY = join(ROOT, 'models', 'export.py');
 
 const { values: opt } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     model: { type: 'string', default: join(ROOT, 'models', 'densenet121.pt') },
-    threads: { type: 'string', default: String(availableParallelism()) },
+    threads: { type: 'string' },
     rounds: { type: 'string' },
     'no-python': { type: 'boolean', default: false },
     'no-steps': { type: 'boolean', default: false },
     'steps-only': { type: 'boolean', default: false },
     'no-tunables': { type: 'boolean', default: false },
+    'no-onnx': { type: 'boolean', default: false },
+    onnx: { type: 'string' },
+    batches: { type: 'string', default: '1,8' },
+    profile: { type: 'boolean', default: false },
+    'serve-onnx': { type: 'string' },
+    cpu: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opt.help) {
   process.stdout.write(
     'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
-      '         [--no-python] [--no-steps | --steps-only] [--no-tunables]\n',
+      '         [--batches 1,8] [--no-python] [--no-onnx | --onnx FILE] [--no-steps | --steps-only] [--no-tunables] [--profile]\n' +
+      '  --onnx FILE: an ONNX export of the same model (default: made with models/export.py --onnx-from)\n' +
+      '  --cpu: compare process CPU time per forward instead of wall time (default --threads 1: robust to a busy machine)\n',
   );
   process.exit(0);
 }
@@ -67,7 +88,10 @@ if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
   process.exit(r.exitCode);
 }
 
-const threads = Number(opt.threads);
+const threads = Number(opt.threads ?? (opt.cpu ? 1 : availableParallelism()));
+/** What a runner reports per forward: wall-clock ms, or (--cpu) the process's CPU ms. */
+const metric = opt.cpu ? 'cpu' : 'wall';
+const batches = opt.batches!.split(',').map(Number);
 const rounds = Number(opt.rounds ?? (opt.quick ? 4 : 12));
 const modelPath = resolve(opt.model!);
 const childEnv = { ...process.env };
@@ -121,7 +145,8 @@ async function lineRunner(name: string, file: string, args: string[]): Promise<R
       child.stdin.write(`forward ${b} ${iters}\n`);
       const line = await next();
       if (!line.startsWith('TIMES')) throw new Error(`${name}: unexpected answer ${line}`);
-      return line.split(' ').slice(1).map(Number);
+      const [wall, cpu] = line.slice('TIMES '.length).split(' CPU ');
+      return (metric === 'cpu' ? cpu! : wall!).split(' ').map(Number);
     },
     async close() {
       child.stdin.write('quit\n');
@@ -131,8 +156,19 @@ async function lineRunner(name: string, file: string, args: string[]): Promise<R
   };
 }
 
-function driverArgs(o: { freeze?: boolean; channelsLast?: boolean; ofi?: boolean; profiling?: boolean; precision?: string }, model = modelPath) {
+interface DriverOptions {
+  freeze?: boolean;
+  channelsLast?: boolean;
+  ofi?: boolean;
+  profiling?: boolean;
+  precision?: string;
+  /** The DenseNet executor (default on, as in the engine). */
+  dense?: boolean;
+}
+
+function driverArgs(o: DriverOptions, model = modelPath) {
   const a = ['--model', model, '--threads', String(threads), '--precision', o.precision ?? 'fp32', '--serve'];
+  if (o.dense === false) a.push('--no-dense-executor');
   if (o.freeze === false) a.push('--no-freeze');
   if (o.channelsLast === false) a.push('--no-channels-last');
   if (o.ofi) a.push('--optimize-for-inference');
@@ -140,25 +176,39 @@ function driverArgs(o: { freeze?: boolean; channelsLast?: boolean; ofi?: boolean
   return a;
 }
 
-async function addonRunner(name: string, options: LoadOptions): Promise<Runner> {
+/** ms per call of f (wall clock, or this process's CPU time with --cpu). */
+async function timed(iters: number, f: () => Promise<unknown>): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await f();
+    const c = process.cpuUsage(c0);
+    times.push(metric === 'cpu' ? (c.user + c.system) / 1000 : performance.now() - t0);
+  }
+  return times;
+}
+
+/** The same random input per batch size for every in-process runner. */
+const inputs = new Map<number, Float32Array>();
+function inputFor(b: number): Float32Array {
+  let x = inputs.get(b);
+  if (!x) {
+    x = new Float32Array(b * 3 * 224 * 224).map(() => Math.random() * 4 - 2);
+    inputs.set(b, x);
+  }
+  return x;
+}
+
+async function addonRunner(name: string, options: LoadOptions): Promise<Runner & { model: Model }> {
   const m = await Model.load(modelPath, { threads, ...options });
   process.stderr.write(`  ${name}: ${m.info.device} threads=${m.info.threads} ${m.info.optimizations.join(',')}\n`);
-  const inputs = new Map<number, Float32Array>();
   return {
     name,
+    model: m,
     async forward(b, iters) {
-      let x = inputs.get(b);
-      if (!x) {
-        x = new Float32Array(b * 3 * 224 * 224).map(() => Math.random() * 4 - 2);
-        inputs.set(b, x);
-      }
-      const times: number[] = [];
-      for (let i = 0; i < iters; i++) {
-        const t0 = performance.now();
-        await m.forward(x, [b, 3, 224, 224]);
-        times.push(performance.now() - t0);
-      }
-      return times;
+      const x = inputFor(b);
+      return timed(iters, () => m.forward(x, [b, 3, 224, 224]));
     },
     async close() {
       void m.dispose();
@@ -166,6 +216,86 @@ async function addonRunner(name: string, options: LoadOptions): Promise<Runner> 
   };
 }
 
+/**
+ * onnxruntime-node on the same weights (exported to ONNX by models/export.py), same threads,
+ * in this process. Undefined, with the reason printed, when the package or Python is missing.
+ */
+type Ort = typeof import('onnxruntime-node');
+
+async function ortSession(ort: Ort, file: string) {
+  return ort.InferenceSession.create(await readFile(file), {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+}
+
+/**
+ * onnxruntime-node on the same weights (exported to ONNX by models/export.py), same threads, in
+ * a child process like the other contenders (in this process its thread pool would share the
+ * addon's cores between rounds). Undefined, with the reason printed, when the package or
+ * Python is missing.
+ */
+async function ortRunner(python: string | undefined, dir: string, reference: Model): Promise<Runner | undefined> {
+  if (opt['no-onnx']) return undefined;
+  let ort: Ort;
+  try {
+    ort = await import('onnxruntime-node');
+  } catch {
+    console.log('onnxruntime-node is not installed (optional devDependency): onnxruntime comparison skipped');
+    return undefined;
+  }
+  const onnx = opt.onnx ? resolve(opt.onnx) : join(dir, 'densenet.onnx');
+  if (!opt.onnx) {
+    if (!python) {
+      console.log('no Python with torch to export the ONNX file (or pass --onnx FILE): onnxruntime comparison skipped');
+      return undefined;
+    }
+    await run(python, [EXPORT_PY, '--onnx-from', modelPath, '--out', onnx], { quiet: true });
+  }
+  // Same weights: onnxruntime's logits match the addon's (checked here once, then released).
+  const session = await ortSession(ort, onnx);
+  const x = inputFor(1);
+  const theirs = (await session.run({ input: new ort.Tensor('float32', x, [1, 3, 224, 224]) })).logits!.data as Float32Array;
+  await session.release();
+  const ours = await reference.forward(x, [1, 3, 224, 224]);
+  let diff = 0;
+  for (let i = 0; i < theirs.length; i++) diff = Math.max(diff, Math.abs(theirs[i]! - ours.data[i]!));
+  process.stderr.write(`  onnxruntime-node ${ort.env.versions.common}: opset 13, ${threads} intra-op threads; max abs diff vs addon ${diff.toExponential(2)}\n`);
+  if (diff > 1e-3) throw new Error(`onnxruntime's logits differ from the addon's by ${diff}: not the same model`);
+  const self = fileURLToPath(import.meta.url);
+  return lineRunner('ort', process.execPath, [...process.execArgv, self, '--serve-onnx', onnx, '--threads', String(threads), ...(opt.cpu ? ['--cpu'] : [])]);
+}
+
+/** --serve-onnx FILE: this script as onnxruntime's long-lived contender (the line protocol of densenet_bench --serve). */
+async function serveOnnx(file: string): Promise<void> {
+  const ort = await import('onnxruntime-node');
+  const session = await ortSession(ort, file);
+  process.stdout.write(`INFO onnxruntime-node ${ort.env.versions.common} intra-op threads=${threads}\nREADY\n`);
+  for await (const line of createInterface({ input: process.stdin })) {
+    const [cmd, b, n] = line.split(' ');
+    if (cmd === 'quit') break;
+    if (cmd !== 'forward') {
+      process.stdout.write('ERROR unknown command\n');
+      continue;
+    }
+    const batch = Number(b);
+    const x = new ort.Tensor('float32', inputFor(batch), [batch, 3, 224, 224]);
+    const wall: number[] = [];
+    const cpu: number[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      await session.run({ input: x });
+      wall.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
+    }
+    process.stdout.write(`TIMES ${wall.map((v) => v.toFixed(3)).join(' ')} CPU ${cpu.map((v) => v.toFixed(3)).join(' ')}\n`);
+  }
+  await session.release();
+}
 
 interface Paired {
   /** Median ms per runner over all rounds. */
@@ -183,7 +313,7 @@ async function paired(runners: Runner[], b: number): Promise<Paired> {
   for (let round = 0; round < rounds; round++) {
     const order = runners.map((_, i) => runners[(i + round) % runners.length]!);
     for (const r of order) {
-      const t = await r.forward(b, per);
+      const t = (await r.forward(b, per + 1)).slice(1);
       all.get(r.name)!.push(...t);
       rounds_.get(r.name)!.push(median(t));
     }
@@ -203,40 +333,51 @@ async function main(): Promise<void> {
   const python = opt['no-python'] ? undefined : await findTorchPython();
   const precisions = cpuHasAvx512Bf16() ? (['fp32', 'bf16'] as const) : (['fp32'] as const);
   console.log(
-    `bench:model  model=${modelPath}  threads=${threads}  rounds=${rounds}  GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}  ` +
+    `bench:model  model=${modelPath}  threads=${threads}  rounds=${rounds}  measure=${metric === 'cpu' ? 'process CPU ms per forward' : 'wall ms'}  GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'}  ` +
       `OPENBLAS_CORETYPE=${process.env.OPENBLAS_CORETYPE ?? '(unset)'}`,
   );
   if (precisions.length === 1) console.log('bf16 skipped: this CPU lacks avx512_bf16');
 
+  const dir = await mkdtemp(join(tmpdir(), 'bench-model-'));
   const summary: string[] = [];
-  for (const precision of opt['steps-only'] ? [] : precisions) {
-    const runners: Runner[] = [
-      await addonRunner('addon', { precision }),
-      await lineRunner('c++', DRIVER, driverArgs({ precision })),
-    ];
-    if (python) {
-      const pyArgs = [TORCH_PY, 'serve', '--model', modelPath, '--threads', String(threads), '--channels-last', '--no-profiling', '--precision', precision];
-      runners.push(await lineRunner('python', python, pyArgs));
+  try {
+    for (const precision of opt['steps-only'] ? [] : precisions) {
+      const addon = await addonRunner('addon', { precision });
+      const runners: Runner[] = [addon, await lineRunner('c++', DRIVER, driverArgs({ precision }))];
+      const fp32 = precision === 'fp32';
+      if (fp32) runners.push(await lineRunner('c++plain', DRIVER, driverArgs({ dense: false })));
+      if (python) {
+        const pyArgs = [TORCH_PY, 'serve', '--model', modelPath, '--threads', String(threads), '--channels-last', '--no-profiling', '--precision', precision];
+        runners.push(await lineRunner('python', python, pyArgs));
+      }
+      const ort = fp32 ? await ortRunner(python, dir, addon.model) : undefined;
+      if (ort) runners.push(ort);
+      for (const b of batches) {
+        const p = await paired(runners, b);
+        const m = p.median;
+        const col = (name: string, label = name) => (m.has(name) ? `  ${label} ${fmt(m.get(name)!)}` : '');
+        const rat = (a: string, c: string) => (m.has(a) && m.has(c) ? `  ${a}/${c} ${ratio(p.ratio(a, c))}` : '');
+        const line =
+          `${precision} b${b}:` +
+          col('addon') +
+          col('c++') +
+          col('c++plain', 'c++ plain graph') +
+          col('python') +
+          col('ort', 'onnxruntime') +
+          '  |' +
+          rat('addon', 'c++') +
+          rat('c++', 'c++plain') +
+          rat('python', 'c++') +
+          rat('addon', 'ort') +
+          `   (addon ${(m.get('addon')! / b).toFixed(1)} ms/image)`;
+        console.log(line);
+        summary.push(line);
+      }
+      for (const r of runners) await r.close();
     }
-    for (const b of [1, 8]) {
-      const p = await paired(runners, b);
-      const m = p.median;
-      const line =
-        `${precision} b${b}:  addon ${fmt(m.get('addon')!)}  c++ ${fmt(m.get('c++')!)}` +
-        (python ? `  python ${fmt(m.get('python')!)}` : '') +
-        `   addon/c++ ${ratio(p.ratio('addon', 'c++'))}` +
-        (python ? `  python/c++ ${ratio(p.ratio('python', 'c++'))}` : '') +
-        `   (addon ${(m.get('addon')! / b).toFixed(1)} ms/image)`;
-      console.log(line);
-      summary.push(line);
-    }
-    for (const r of runners) await r.close();
-  }
 
-  if (!opt['no-steps']) {
-    // A traced, unfrozen model with the same architecture: the starting point of the steps.
-    const dir = await mkdtemp(join(tmpdir(), 'bench-model-'));
-    try {
+    if (!opt['no-steps']) {
+      // A traced, unfrozen model with the same architecture: the starting point of the steps.
       let traced: string | undefined;
       if (python) {
         traced = join(dir, 'traced.pt');
@@ -246,31 +387,68 @@ m = torchvision.models.densenet121(weights=None).eval()
 with torch.no_grad():
     torch.jit.trace(m, torch.randn(1, 3, 224, 224)).save(${JSON.stringify(traced)})`], { quiet: true });
       }
-      const steps: [string, string, string[]][] = [
-        ...(traced ? ([['traced (unfrozen, NCHW, profiling executor)', 'traced', driverArgs({ freeze: false, channelsLast: false, profiling: true }, traced)]] as [string, string, string[]][]) : []),
-        ['+ freeze (the exported file)', 'frozen', driverArgs({ channelsLast: false, profiling: true })],
-        ['+ channels-last weights and input', 'cl', driverArgs({ profiling: true })],
-        ['+ profiling executor off = DEFAULT', 'default', driverArgs({})],
-        ['  alt: optimize_for_inference (NCHW)', 'ofi', driverArgs({ channelsLast: false, ofi: true })],
-        ['  alt: channels-last + optimize_for_inference', 'cl+ofi', driverArgs({ ofi: true })],
-        ...(precisions.length > 1 ? ([['  opt-in: default + bf16 autocast', 'bf16', driverArgs({ precision: 'bf16' })]] as [string, string, string[]][]) : []),
-      ];
+      // [label, key, args, compared with]: main steps against the previous one, alternatives against the default.
+      const plain = { dense: false };
+      const steps: [string, string, string[], string][] = [];
+      if (traced) steps.push(['traced (unfrozen, NCHW, profiling executor)', 'traced', driverArgs({ ...plain, freeze: false, channelsLast: false, profiling: true }, traced), 'traced']);
+      steps.push(
+        ['+ freeze (the exported file)', 'frozen', driverArgs({ ...plain, channelsLast: false, profiling: true }), traced ? 'traced' : 'frozen'],
+        ['+ channels-last weights and input', 'cl', driverArgs({ ...plain, profiling: true }), 'frozen'],
+        ['+ profiling executor off (plain graph)', 'plain', driverArgs(plain), 'cl'],
+        ['+ DenseNet executor = DEFAULT', 'default', driverArgs({}), 'plain'],
+        ['  alt: optimize_for_inference (NCHW)', 'ofi', driverArgs({ ...plain, channelsLast: false, ofi: true }), 'default'],
+        ['  alt: channels-last + optimize_for_inference', 'cl+ofi', driverArgs({ ...plain, ofi: true }), 'default'],
+      );
+      if (precisions.length > 1) {
+        steps.push(
+          ['  opt-in: bf16 on the executor', 'bf16', driverArgs({ precision: 'bf16' }), 'default'],
+          ['  opt-in: bf16 autocast on the plain graph', 'bf16plain', driverArgs({ ...plain, precision: 'bf16' }), 'default'],
+        );
+      }
       const runners: Runner[] = [];
       for (const [, key, args] of steps) runners.push(await lineRunner(key, DRIVER, args));
-      const base = traced ? 'traced' : 'frozen';
-      console.log(`\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratio = median of per-round ratios vs ${base}):`);
-      for (const b of [1, 8]) {
+      const base = steps[0]![1];
+      console.log(
+        `\noptimisation steps (plain C++ driver, ${threads} threads, paired; ratios = median of per-round ratios, ` +
+          `vs ${base} and vs the step it builds on; alternatives vs the default):`,
+      );
+      for (const b of batches) {
         const p = await paired(runners, b);
-        for (const [label, key] of steps) {
-          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(p.median.get(key)!)}  ${ratio(p.ratio(key, base))}`);
+        for (const [label, key, , prev] of steps) {
+          const vsPrev = prev === key ? '' : `  ${ratio(p.ratio(key, prev))} vs ${prev}`;
+          console.log(`  b${b}  ${label.padEnd(46)} ${fmt(p.median.get(key)!)}  ${ratio(p.ratio(key, base))}${vsPrev}`);
         }
       }
       for (const r of runners) await r.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
     }
+
+    if (opt.profile) await profile(python);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
   console.log('\nsummary:\n' + summary.map((l) => `  ${l}`).join('\n'));
 }
 
-await main();
+/** Where the time goes: the executor's steps (C++ driver) and the plain graph's ops (torch profiler). */
+async function profile(python: string | undefined): Promise<void> {
+  for (const b of batches) {
+    const args = ['--model', modelPath, '--threads', String(threads), '--batches', String(b), '--iters', String(b === 1 ? 20 : 5), '--profile-ops'];
+    const r = await run(DRIVER, args, { quiet: true });
+    console.log(`\nexecutor steps, b${b} (densenet_bench --profile-ops; ms per forward, share):`);
+    for (const l of r.stdout.split('\n').filter((l) => l.startsWith('OP '))) console.log(`  ${l.slice(3)}`);
+    if (!python) continue;
+    const py = await run(
+      python,
+      [TORCH_PY, 'profile', '--model', modelPath, '--threads', String(threads), '--batch', String(b), '--channels-last', '--no-profiling', '--iters', String(b === 1 ? 20 : 5)],
+      { quiet: true },
+    );
+    console.log(`plain graph, b${b} (torch profiler, Python, channels-last, profiling executor off; self CPU share, top 8):`);
+    for (const l of py.stdout.trim().split('\n').slice(0, 8)) {
+      const o = JSON.parse(l) as { op: string; share: number; ms_per_forward: number; calls_per_forward: number };
+      console.log(`  ${(o.share * 100).toFixed(1).padStart(5)} %  ${o.ms_per_forward.toFixed(2).padStart(8)} ms  x${o.calls_per_forward}  ${o.op}`);
+    }
+  }
+}
+
+if (opt['serve-onnx']) await serveOnnx(opt['serve-onnx']);
+else await main();

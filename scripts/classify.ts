@@ -6,24 +6,27 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { cardPathFor, isRandomInit, loadCard } from '../src/card.js';
 import { Model } from '../src/model.js';
 import { softmaxTopk } from '../src/predictions.js';
 import { preprocess, specFromCard } from '../src/preprocess.js';
+import { bool, defineCli, int, isMain, optInt, optStr } from './lib/args.js';
+import { runMain } from './lib/cli.js';
+import { ScriptError } from './lib/errors.js';
 import { DEFAULT_MODEL_PATH } from './export-model.js';
 
-const HELP = `Usage: npm run classify -- IMAGE [IMAGE ...] [options]
-
-Classifies images with the exported model (npm run export-model) and prints the top-k classes.
-
-  --model PATH      TorchScript file (default models/densenet121.pt; its card: same name .json)
-  --topk K          classes per image (default 5)
-  --threads N       intra-op threads (default: all CPUs)
-  --max-pixels N    pixel limit per image (default 100000000)
-  --json            print JSON instead of a table
-  -h, --help        this text
-`;
+export const CLI = defineCli({
+  name: 'classify',
+  summary: 'Classifies images with the exported model (npm run export-model) and prints the top-k classes.',
+  positionals: { name: 'IMAGE', help: 'image files (JPEG, PNG, WebP, ...), classified as one batch', min: 1 },
+  options: {
+    model: { type: 'string', help: 'TorchScript file; its card is the same name .json (default: models/densenet121.pt)', valueName: 'path' },
+    topk: { type: 'string', help: 'classes per image', default: '5', valueName: 'k' },
+    threads: { type: 'string', help: 'intra-op threads (default: all CPUs)', valueName: 'n' },
+    'max-pixels': { type: 'string', help: 'pixel limit per image', default: '100000000', valueName: 'n' },
+    json: { type: 'boolean', help: 'print JSON instead of a table' },
+  },
+});
 
 interface Args {
   images: string[];
@@ -32,56 +35,34 @@ interface Args {
   threads: number;
   maxPixels: number;
   json: boolean;
-  help: boolean;
 }
 
-class UsageError extends Error {}
-
-function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { images: [], model: DEFAULT_MODEL_PATH, topk: 5, threads: availableParallelism(), maxPixels: 100_000_000, json: false, help: false };
-  const int = (flag: string, v: string | undefined): number => {
-    if (v === undefined || !/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`${flag} needs a positive integer (got ${v ?? 'nothing'})`);
-    return Number(v);
+function parseClassifyArgs(argv: readonly string[]): Args | undefined {
+  const p = CLI.parse(argv);
+  if (!p) return undefined;
+  return {
+    images: p.positionals,
+    model: optStr(p, 'model') ?? DEFAULT_MODEL_PATH,
+    topk: int(p, 'topk', 1),
+    threads: optInt(p, 'threads', 1) ?? availableParallelism(),
+    maxPixels: int(p, 'max-pixels', 1),
+    json: bool(p, 'json'),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const x = argv[i]!;
-    switch (x) {
-      case '--model': {
-        const v = argv[++i];
-        if (!v) throw new UsageError('--model needs a path');
-        a.model = v;
-        break;
-      }
-      case '--topk': a.topk = int(x, argv[++i]); break;
-      case '--threads': a.threads = int(x, argv[++i]); break;
-      case '--max-pixels': a.maxPixels = int(x, argv[++i]); break;
-      case '--json': a.json = true; break;
-      case '-h': case '--help': a.help = true; break;
-      default:
-        if (x.startsWith('-')) throw new UsageError(`unknown option ${x} (see --help)`);
-        a.images.push(x);
-    }
-  }
-  return a;
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  if (args.help || args.images.length === 0) {
-    process.stdout.write(HELP);
-    if (!args.help) process.exitCode = 2;
-    return;
-  }
+  const args = parseClassifyArgs(process.argv.slice(2));
+  if (!args) return;
   const modelPath = resolve(args.model);
   const card = await loadCard(cardPathFor(modelPath));
   const spec = specFromCard(card);
   const inputs = await Promise.all(
     args.images.map(async (f) => {
       const bytes = await readFile(f).catch((err: NodeJS.ErrnoException) => {
-        throw new UsageError(`cannot read ${f}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+        throw new ScriptError(`cannot read ${f}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
       });
       return preprocess(bytes, spec, { maxPixels: args.maxPixels }).catch((err: Error & { code?: string }) => {
-        throw Object.assign(new Error(`${f}: ${err.message}`), { code: err.code });
+        throw new ScriptError(`${f}: ${err.code ? `[${err.code}] ` : ''}${err.message}`);
       });
     }),
   );
@@ -117,10 +98,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
-  main().catch((err: unknown) => {
-    const e = err as Error & { code?: string };
-    console.error(`classify: ${e instanceof UsageError ? e.message : `${e.code ? `[${e.code}] ` : ''}${e.message}`}`);
-    process.exitCode = 1;
-  });
-}
+if (isMain(import.meta.url)) await runMain(CLI.name, main);

@@ -4,7 +4,8 @@
  * The reason for a failure is always printed (stderr; also in the --json document).
  */
 import { ClientError, HttpClient, parseJson, statusError, type HttpResponse } from './lib/client/http.js';
-import { ClientUsageError, HELP, parseClientArgs, type ClientOptions } from './lib/client/args.js';
+import { CLI, parseClientArgs, type ClientOptions } from './lib/client/args.js';
+import { runMain } from './lib/cli.js';
 import { loadImages, makeImages, writeSampleImage } from './lib/client/images.js';
 import { predict, predictRequest, type ImageResult } from './lib/client/predict.js';
 import { runLoad, type LoadReport } from './lib/client/load.js';
@@ -59,18 +60,9 @@ async function check(client: HttpClient, path: string, opts: ClientOptions): Pro
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  let opts: ClientOptions;
-  try {
-    opts = parseClientArgs(argv);
-  } catch (err) {
-    if (err instanceof ClientUsageError) {
-      process.stderr.write(`client: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const opts: ClientOptions = parseClientArgs(argv);
   if (opts.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(CLI.help());
     return 0;
   }
   if (opts.writeImage) {
@@ -136,12 +128,4 @@ async function main(argv: readonly string[]): Promise<number> {
   return outcome.ok ? 0 : 1;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`client: unexpected error: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+await runMain(CLI.name, () => main(process.argv.slice(2)));

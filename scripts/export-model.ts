@@ -11,8 +11,11 @@ import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { RANDOM_INIT_WEIGHTS, cardPathFor, loadCard, type ModelCard } from '../src/card.js';
+import { bool, choice, defineCli, int, isMain, optStr, parseOptions, type Parsed } from './lib/args.js';
+import { runMain } from './lib/cli.js';
+import { ScriptError } from './lib/errors.js';
 import { run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
 
@@ -41,12 +44,7 @@ export interface ExportResult {
   card: ModelCard;
 }
 
-export class ExportError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ExportError';
-  }
-}
+export class ExportError extends ScriptError {}
 
 export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
@@ -228,64 +226,44 @@ export async function exportModel(opts: ExportOptions = {}): Promise<ExportResul
   });
 }
 
-const HELP = `Usage: npm run export-model -- [options]
+const WEIGHTS: readonly WeightsChoice[] = ['auto', 'imagenet', 'random', 'file'];
 
-Exports torchvision's DenseNet-121 as traced + frozen TorchScript plus a model card (.json).
+export const CLI = defineCli({
+  name: 'export-model',
+  summary: "Exports torchvision's DenseNet-121 as traced + frozen TorchScript plus a model card (.json).",
+  options: {
+    weights: {
+      type: 'string',
+      help: 'weights source: auto|imagenet|random|file (default auto: ImageNet if it is cached in the torch hub dir or downloadable, else seeded random weights)',
+      valueName: 'source',
+    },
+    'weights-file': { type: 'string', help: 'a local checkpoint (state_dict .pth; implies --weights file)', valueName: 'path' },
+    seed: { type: 'string', help: 'seed for random weights (default 0)', valueName: 'n' },
+    out: { type: 'string', help: 'output file; the card is the same name .json (default: models/densenet121.pt)', valueName: 'path' },
+    force: { type: 'boolean', help: 'export even if an intact export with the same options exists' },
+  },
+});
 
-  --weights auto|imagenet|random|file   weights source (default auto: ImageNet if it is cached in the
-                                        torch hub dir or downloadable, else seeded random weights)
-  --weights-file PATH                   a local checkpoint (state_dict .pth; implies --weights file)
-  --seed N                              seed for random weights (default 0)
-  --out PATH                            output file (default models/densenet121.pt; card: same name .json)
-  --force                               export even if an intact export with the same options exists
-  -h, --help                            this text
-`;
-
-export function parseArgs(argv: readonly string[]): ExportOptions & { help?: boolean } {
-  const o: ExportOptions & { help?: boolean } = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new ExportError(`${flag} needs a value`);
-      return v;
-    };
-    switch (flag) {
-      case '--weights': {
-        const v = value();
-        if (!['auto', 'imagenet', 'random', 'file'].includes(v)) throw new ExportError(`--weights must be auto, imagenet, random or file (got ${v})`);
-        o.weights = v as WeightsChoice;
-        break;
-      }
-      case '--weights-file': o.weightsFile = value(); break;
-      case '--seed': {
-        const v = value();
-        if (!/^\d+$/.test(v)) throw new ExportError(`--seed must be a non-negative integer (got ${v})`);
-        o.seed = Number(v);
-        break;
-      }
-      case '--out': o.out = value(); break;
-      case '--force': o.force = true; break;
-      case '-h': case '--help': o.help = true; break;
-      default: throw new ExportError(`unknown option ${a} (see --help)`);
-    }
-  }
+/** Only what was given on the command line (exportModel applies the defaults). */
+export function exportOptions(p: Parsed): ExportOptions {
+  const o: ExportOptions = {};
+  if (optStr(p, 'weights') !== undefined) o.weights = choice(p, 'weights', WEIGHTS);
+  if (optStr(p, 'weights-file') !== undefined) o.weightsFile = optStr(p, 'weights-file');
+  if (optStr(p, 'seed') !== undefined) o.seed = int(p, 'seed', 0);
+  if (optStr(p, 'out') !== undefined) o.out = optStr(p, 'out');
+  if (bool(p, 'force')) o.force = true;
   return o;
 }
 
-async function main(): Promise<void> {
-  try {
-    const opts = parseArgs(process.argv.slice(2));
-    if (opts.help) {
-      process.stdout.write(HELP);
-      return;
-    }
-    await exportModel(opts);
-  } catch (err) {
-    console.error(`export-model: ${err instanceof ExportError ? err.message : (err as Error).stack ?? String(err)}`);
-    process.exitCode = 1;
-  }
+/** Parses without printing; `help` is set for -h/--help. */
+export function parseArgs(argv: readonly string[]): ExportOptions & { help?: boolean } {
+  const p = parseOptions(argv, CLI);
+  return p.help ? { help: true } : exportOptions(p);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) void main();
+if (isMain(import.meta.url)) {
+  await runMain(CLI.name, async () => {
+    const p = CLI.parse(process.argv.slice(2));
+    if (p) await exportModel(exportOptions(p));
+  });
+}

@@ -6,15 +6,19 @@ import { readdirSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ESLint } from 'eslint';
-import { bool, helpText, parseOptions, type OptionTable } from './lib/args.js';
+import { bool, defineCli, isMain } from './lib/args.js';
 import { log, runMain } from './lib/cli.js';
 import { run } from './lib/exec.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-const OPTIONS: OptionTable = {
-  fix: { type: 'boolean', help: 'rewrite the files instead of reporting (eslint --fix, clang-format -i)' },
-};
+export const CLI = defineCli({
+  name: 'lint',
+  summary: 'ESLint over src/, scripts/ and test/; clang-format over native/.',
+  options: {
+    fix: { type: 'boolean', help: 'rewrite the files instead of reporting (eslint --fix, clang-format -i)' },
+  },
+});
 
 /** native/**\/*.{cc,h}, relative to the repository root, sorted. */
 export function nativeSources(dir = join(ROOT, 'native')): string[] {
@@ -51,15 +55,12 @@ async function clangFormat(fix: boolean): Promise<number> {
   return r.failed ? Math.max(bad.size, 1) : 0;
 }
 
-async function main(): Promise<void> {
-  const opts = parseOptions(process.argv.slice(2), OPTIONS);
-  if (opts.help) {
-    process.stdout.write(helpText('npm run lint [-- --fix]', 'ESLint over src/, scripts/ and test/; clang-format over native/.', OPTIONS));
-    return;
-  }
-  const fix = bool(opts, 'fix');
+async function main(): Promise<number | void> {
+  const p = CLI.parse(process.argv.slice(2));
+  if (!p) return;
+  const fix = bool(p, 'fix');
   const problems = (await eslint(fix)) + (await clangFormat(fix));
-  if (problems > 0) process.exitCode = 1;
+  return problems > 0 ? 1 : 0;
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await runMain(main);
+if (isMain(import.meta.url)) await runMain(CLI.name, main);

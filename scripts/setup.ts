@@ -12,25 +12,31 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bool, defineCli, isMain } from './lib/args.js';
+import { runMain } from './lib/cli.js';
+import { ScriptError } from './lib/errors.js';
 import { run } from './lib/exec.js';
 import { exportModel } from './export-model.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Needed to build and run: libtorch + headers, Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
-export const RUNTIME_PACKAGES = ['libtorch-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
-/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples, `npm run lint`'s C++ check, the try-it page's browser test. */
-export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl', 'clang-format', 'chromium'] as const;
+/** Needed to build and run: libtorch + headers, oneDNN's headers (the DenseNet executor; libtorch already links libdnnl), Python torch for the exporter, the OpenMP OpenBLAS (4x faster than netlib BLAS). */
+export const RUNTIME_PACKAGES = ['libtorch-dev', 'libdnnl-dev', 'python3-torch', 'python3-torchvision', 'libopenblas0-openmp', 'python3', 'cmake', 'g++', 'make'] as const;
+/** Needed only by the tests (`--test`): container build/run, Prometheus scrape test, offline base image, the README's curl examples, `npm run lint`'s C++ check, the Python baseline of `npm run bench` (Flask, gunicorn), the try-it page's browser test. */
+export const TEST_PACKAGES = ['docker.io', 'prometheus', 'debootstrap', 'curl', 'clang-format', 'python3-flask', 'gunicorn', 'chromium'] as const;
 
 /** Both made by one `npm run build:native`: the libtorch addon and the image addon of the preprocessing workers. */
 const NATIVE_ADDONS = [join(ROOT, 'build', 'Release', 'densenet.node'), join(ROOT, 'build', 'Release', 'densenet_image.node')];
 const TS_STAMP = join(ROOT, 'dist', '.setup-build-stamp');
 
-const HELP = `Usage: npm run setup [-- options]
-
-Sets up this machine (Debian 12, as root for the package step) and this checkout. Each step is
-skipped when it is already done.
-
+export const CLI = defineCli({
+  name: 'setup',
+  summary: 'Sets up this machine (Debian 12, as root for the package step) and this checkout. Each step is\nskipped when it is already done.',
+  options: {
+    test: { type: 'boolean', help: 'also install the packages the tests need' },
+    'force-build': { type: 'boolean', help: 'rebuild the addon and TypeScript even if they look up to date' },
+  },
+  details: `Steps:
   1. Debian packages: ${RUNTIME_PACKAGES.join(' ')}
      with --test also: ${TEST_PACKAGES.join(' ')}
   2. native addons (npm run build:native) if build/Release/densenet.node or densenet_image.node is missing
@@ -38,11 +44,8 @@ skipped when it is already done.
   3. TypeScript (npm run build:ts) if a file in src/ is newer than the last build
   4. the default model (npm run export-model: ImageNet weights if downloadable, else seeded random)
   5. smoke check: load the model through the addon and run one forward
-
-  --test          also install the packages the tests need
-  --force-build   rebuild the addon and TypeScript even if they look up to date
-  -h, --help      this text
-`;
+`,
+});
 
 const log = (line: string): void => console.log(line);
 const step = (n: number, title: string): void => console.log(`\n[${n}/5] ${title}`);
@@ -68,7 +71,7 @@ async function ensurePackages(pkgs: readonly string[]): Promise<void> {
   }
   const install = ['install', '-y', '--no-install-recommends', ...missing];
   if (process.getuid?.() !== 0) {
-    throw new Error(
+    throw new ScriptError(
       `missing Debian packages: ${missing.join(' ')}\n` +
         `run as root:\n  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get ${install.join(' ')}\nthen run npm run setup again`,
     );
@@ -138,16 +141,10 @@ async function smokeCheck(modelPath: string, crop: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  for (const a of argv) {
-    if (!['--test', '--force-build', '-h', '--help'].includes(a)) throw new Error(`unknown option ${a} (see --help)`);
-  }
-  if (argv.includes('-h') || argv.includes('--help')) {
-    process.stdout.write(HELP);
-    return;
-  }
-  const withTest = argv.includes('--test');
-  const force = argv.includes('--force-build');
+  const p = CLI.parse(process.argv.slice(2));
+  if (!p) return;
+  const withTest = bool(p, 'test');
+  const force = bool(p, 'force-build');
   const t0 = performance.now();
 
   step(1, `Debian packages${withTest ? ' (with test packages)' : ''}`);
@@ -168,7 +165,4 @@ async function main(): Promise<void> {
   log(`\nsetup done in ${((performance.now() - t0) / 1000).toFixed(1)} s. Try: npm run classify -- some.jpg   (npm start serves HTTP)`);
 }
 
-main().catch((err: unknown) => {
-  console.error(`\nsetup failed: ${(err as Error).message}`);
-  process.exitCode = 1;
-});
+if (isMain(import.meta.url)) await runMain(CLI.name, main);

@@ -2,19 +2,21 @@
  * `npm run status`: the Knative Service, its revisions with their traffic share, pods, URL and
  * recent events. Read-only.
  */
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { helpText, int, parseOptions, str, type OptionTable } from './lib/args.js';
+import { defineCli, int, isMain, str } from './lib/args.js';
 import { log, runMain } from './lib/cli.js';
 import { conditionsOf, eventsFor, formatConditions, getJson, requireCluster, requireKnative, requireTools, timingFromEnv, toolsFromEnv, type Ctx } from './lib/kube.js';
 
-const OPTIONS: OptionTable = {
-  cluster: { type: 'string', help: 'kind cluster name', default: 'densenet', valueName: 'name' },
-  name: { type: 'string', help: 'Knative Service name', default: 'densenet', valueName: 'name' },
-  namespace: { type: 'string', help: 'namespace', default: 'default', valueName: 'ns' },
-  'host-port': { type: 'string', help: 'host port of the kind cluster, for the printed URL', default: '31080', valueName: 'port' },
-  events: { type: 'string', help: 'how many recent events to show', default: '15', valueName: 'n' },
-};
+export const CLI = defineCli({
+  name: 'status',
+  summary: 'Show the Knative Service, its revisions and traffic, pods, URL and recent events.',
+  options: {
+    cluster: { type: 'string', help: 'kind cluster name', default: 'densenet', valueName: 'name', format: 'dns-label' },
+    name: { type: 'string', help: 'Knative Service name', default: 'densenet', valueName: 'name', format: 'dns-label' },
+    namespace: { type: 'string', help: 'namespace', default: 'default', valueName: 'ns', format: 'dns-label' },
+    'host-port': { type: 'string', help: 'host port of the kind cluster, for the printed URL', default: '31080', valueName: 'port' },
+    events: { type: 'string', help: 'how many recent events to show', default: '15', valueName: 'n' },
+  },
+});
 
 export interface StatusOptions {
   cluster: string;
@@ -82,16 +84,13 @@ export async function status(o: StatusOptions, out: (s: string) => void = (s) =>
 }
 
 export function parseStatusArgs(argv: readonly string[]): StatusOptions | undefined {
-  const p = parseOptions(argv, OPTIONS);
-  if (p.help) {
-    process.stdout.write(helpText('npm run status -- [options]', 'Show the Knative Service, its revisions and traffic, pods, URL and recent events.', OPTIONS));
-    return undefined;
-  }
+  const p = CLI.parse(argv);
+  if (!p) return undefined;
   return { cluster: str(p, 'cluster'), name: str(p, 'name'), namespace: str(p, 'namespace'), hostPort: int(p, 'host-port', 1, 65535), events: int(p, 'events', 1) };
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  await runMain(async () => {
+if (isMain(import.meta.url)) {
+  await runMain(CLI.name, async () => {
     const o = parseStatusArgs(process.argv.slice(2));
     if (o) await status(o);
   });

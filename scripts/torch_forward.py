@@ -6,9 +6,13 @@
       Writes the logits as raw float32 and prints their shapes as JSON. --input/--shape/--output
       may repeat (one process, one model load, several inputs).
   torch_forward.py serve --model M --threads T [--channels-last] [--no-profiling] [--precision bf16]
-      Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ...", "quit".
+      Line protocol on stdin for paired benchmarks: "forward B ITERS" -> "TIMES ms ... CPU ms ..."
+      (wall clock, then process CPU time per forward), "quit".
       --channels-last / --no-profiling / --precision apply the addon's optimisations, so the
       comparison is like for like.
+  torch_forward.py profile --model M --threads T --batch B [--channels-last] [--no-profiling] [--iters N]
+      torch profiler over N forwards (after warm-up): each op's share of self CPU time, as JSON
+      lines {"op", "share", "ms_per_forward", "calls_per_forward"} sorted by share.
 """
 import argparse
 import json
@@ -50,9 +54,23 @@ def bf16_conv_linear_constants(module):
     return n
 
 
+def profile(run, x, iters):
+    for _ in range(3):
+        run(x)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            run(x)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total):
+        print(json.dumps({"op": e.key, "share": round(e.self_cpu_time_total / total, 4),
+                          "ms_per_forward": round(e.self_cpu_time_total / 1000 / iters, 3),
+                          "calls_per_forward": e.count / iters}))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["forward", "serve"])
+    p.add_argument("mode", choices=["forward", "serve", "profile"])
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--input", action="append", default=[])
@@ -62,6 +80,8 @@ def main():
     p.add_argument("--no-profiling", action="store_true")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--input-shape", default="3,224,224")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--iters", type=int, default=5)
     a = p.parse_args()
 
     if a.threads > 0:
@@ -97,6 +117,9 @@ def main():
         return
 
     c, h, w = [int(s) for s in a.input_shape.split(",")]
+    if a.mode == "profile":
+        profile(run, torch.rand((a.batch, c, h, w), generator=torch.Generator().manual_seed(42)) * 4 - 2, a.iters)
+        return
     print(f"INFO torch={torch.__version__} threads={torch.get_num_threads()} channels_last_weights={converted} "
           f"bf16_weights={bf16_weights}", flush=True)
     print("READY", flush=True)
@@ -112,12 +135,13 @@ def main():
             continue
         b, n = int(parts[1]), int(parts[2])
         x = torch.rand((b, c, h, w), generator=g) * 4 - 2
-        times = []
+        times, cpu = [], []
         for _ in range(n):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run(x)
             times.append((time.perf_counter() - t0) * 1000)
-        print("TIMES " + " ".join(f"{t:.3f}" for t in times), flush=True)
+            cpu.append((time.process_time() - c0) * 1000)
+        print("TIMES " + " ".join(f"{t:.3f}" for t in times) + " CPU " + " ".join(f"{t:.3f}" for t in cpu), flush=True)
 
 
 if __name__ == "__main__":

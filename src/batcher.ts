@@ -6,7 +6,8 @@
  * Policy: at most `concurrency` forwards in flight (one per model instance: a further forward
  * would only wait in the addon where it cannot join a batch). While they run, arrivals queue up
  * and form the next batch as soon as an instance is free. With an instance free, a partial batch
- * waits at most windowMs for company; a full batch goes at once.
+ * waits at most windowMs for company; a full batch goes at once. With several instances free, the
+ * queued images are shared between them.
  */
 import { AppError } from './errors.js';
 
@@ -14,7 +15,7 @@ import { AppError } from './errors.js';
 export type BatchForward = (input: Float32Array, batch: number) => Promise<Float32Array>;
 
 /** The client went away: its work is dropped (never sent: nobody is there to read it). */
-function clientGone(): AppError {
+export function clientGone(): AppError {
   return new AppError('CLIENT_GONE', 'the client closed the connection before the answer was ready');
 }
 
@@ -256,7 +257,11 @@ export class Batcher {
     }
     if (this.running >= this.concurrency) return;
     const batch: Entry[] = [];
-    const limit = this.limit;
+    // Several instances free: share the queued images between them instead of giving one all of
+    // it while the others wait (a smaller batch on each finishes sooner; a full queue still gives
+    // each a full batch).
+    const free = this.concurrency - this.running;
+    const limit = Math.min(this.limit, Math.max(1, Math.ceil(this.queued / free)));
     while (batch.length < limit && this.queue.length > 0) {
       const e = this.queue.shift()!;
       if (e.req.settled) continue; // timed out while waiting: already counted out

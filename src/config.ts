@@ -2,6 +2,7 @@
  * Environment -> typed, validated configuration. The only place that reads process.env for the
  * server. A bad value throws ConfigError naming the variable; main.ts prints it and exits 2.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { DEVICE_SYNTAX, PRECISIONS, isDevice, type Device, type Precision } from './device.js';
@@ -40,6 +41,12 @@ export interface Config {
   bodyLimit: number;
   /** Largest decoded image, in pixels (decompression-bomb guard). */
   maxPixels: number;
+  /** Pixels of all of one request's images together, read from their headers before decoding. */
+  maxRequestPixels: number;
+  /** Longest libvips may spend decoding one image, ms (a whole number of seconds). */
+  decodeTimeoutMs: number;
+  /** Inference requests being received or processed at once; beyond it 503 before the body is read. */
+  maxConcurrentRequests: number;
   /** Per-request inference deadline (queue wait + compute); past it: 503 REQUEST_TIMEOUT. */
   requestTimeoutMs: number;
   /** When set, Bearer token required on /predict and /v2/.../infer. */
@@ -72,7 +79,7 @@ export interface Host {
   cpus: number;
 }
 
-/** CPUs of the machine, capped by the cgroup (v2 or v1) CPU quota when one is set. */
+/** CPUs of the machine, capped by the whole cores of a cgroup (v2 or v1) CPU quota when one is set. */
 export function detectHost(): Host {
   const machine = os.availableParallelism();
   let quota = Infinity;
@@ -88,7 +95,8 @@ export function detectHost(): Host {
       // No cgroup CPU controller visible: the machine's CPUs.
     }
   }
-  return { cpus: Math.max(1, Math.min(machine, Math.ceil(quota))) };
+  // Whole cores: OpenMP threads beyond the quota would only be throttled.
+  return { cpus: Math.max(1, Math.min(machine, Math.floor(quota + 1e-9))) };
 }
 
 /**
@@ -126,6 +134,27 @@ function parallelism(env: Env, cpus: number, dev: Device): { instances: number; 
   return { instances, threads };
 }
 
+/**
+ * The largest body any parser may accept: Fastify holds a JSON body as one string, and a string
+ * longer than V8's maximum (~512 MiB) throws outside any handler and kills the process.
+ */
+export const MAX_BODY_LIMIT = bufferConstants.MAX_STRING_LENGTH;
+const BODY_LIMIT_WHY = "V8's maximum string length: Fastify holds a JSON body as one string";
+
+/** The /v2 infer body limit: MAX_BATCH images as JSON numbers (~24 bytes per float), clamped to MAX_BODY_LIMIT. */
+export function inferBodyLimit(config: Pick<Config, 'bodyLimit' | 'maxBatch'>, floatsPerImage = 3 * 224 * 224): number {
+  return Math.min(MAX_BODY_LIMIT, Math.max(config.bodyLimit, config.maxBatch * floatsPerImage * 24 + 65536));
+}
+
+/**
+ * Fastify's connectionTimeout: a socket with no traffic for this long is closed. Longer than the
+ * longest legitimate silence (a request being processed: its deadline plus one decode), so only a
+ * client that stopped reading its response, or vanished, is cut.
+ */
+export function connectionTimeoutMs(config: Pick<Config, 'requestTimeoutMs' | 'decodeTimeoutMs'>): number {
+  return config.requestTimeoutMs + config.decodeTimeoutMs + 5_000;
+}
+
 function raw(env: Env, name: string): string | undefined {
   const v = env[name];
   return v === undefined || v.trim() === '' ? undefined : v.trim();
@@ -151,7 +180,7 @@ function intOrAuto(env: Env, name: string, min: number, max: number): number | '
 }
 
 /** Sizes like 16777216, 16MiB, 16MB, 512KiB (1024-based; MB treated as MiB, as users mean it). */
-function bytes(env: Env, name: string, def: number, min: number, max: number): number {
+function bytes(env: Env, name: string, def: number, min: number, max: number, why?: string): number {
   const v = raw(env, name);
   if (v === undefined) return def;
   const m = /^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i.exec(v);
@@ -160,7 +189,7 @@ function bytes(env: Env, name: string, def: number, min: number, max: number): n
   const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
   const n = Number(m[1]) * mult;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(name, `expected a size in ${min}..${max} bytes, got ${v}`);
+    throw new ConfigError(name, `expected a size in ${min}..${max} bytes${why ? ` (${why})` : ''}, got ${v}`);
   }
   return n;
 }
@@ -171,6 +200,23 @@ function oneOf<T extends string>(env: Env, name: string, def: T, allowed: readon
   const lower = v.toLowerCase() as T;
   if (!allowed.includes(lower)) throw new ConfigError(name, `expected one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
   return lower;
+}
+
+/** MAX_PIXELS per image and MAX_REQUEST_PIXELS per request (rationale: README, Configuration). */
+function pixelLimits(env: Env): { maxPixels: number; maxRequestPixels: number } {
+  const maxPixels = int(env, 'MAX_PIXELS', 25_000_000, 1, 1_000_000_000);
+  const maxRequestPixels = int(env, 'MAX_REQUEST_PIXELS', Math.max(50_000_000, maxPixels), 1, 10_000_000_000);
+  if (maxRequestPixels < maxPixels) {
+    throw new ConfigError('MAX_REQUEST_PIXELS', `must be at least MAX_PIXELS (${maxPixels}): one image of MAX_PIXELS must fit in a request, got ${maxRequestPixels}`);
+  }
+  return { maxPixels, maxRequestPixels };
+}
+
+/** libvips checks its timeout once per second of decoding, so only whole seconds mean anything. */
+function decodeTimeout(env: Env): number {
+  const ms = int(env, 'DECODE_TIMEOUT_MS', 5_000, 1_000, 600_000);
+  if (ms % 1000 !== 0) throw new ConfigError('DECODE_TIMEOUT_MS', `expected whole seconds (libvips checks its timeout once per second), e.g. 5000, got ${ms}`);
+  return ms;
 }
 
 /** A comma-separated subset of SUPPORTED_FORMATS (case-insensitive, 'jpg' allowed), at least one. */
@@ -222,8 +268,10 @@ export function loadConfig(env: Env = process.env, machine: Host = detectHost())
     maxBatch,
     batchWindowMs: int(env, 'BATCH_WINDOW_MS', 50, 0, 10_000),
     queueLimit: int(env, 'QUEUE_LIMIT', Math.max(64, maxBatch * 4), 1, 1_000_000),
-    bodyLimit: bytes(env, 'BODY_LIMIT', 16 * 1024 * 1024, 1024, 1024 ** 3),
-    maxPixels: int(env, 'MAX_PIXELS', 40_000_000, 1, 1_000_000_000),
+    bodyLimit: bytes(env, 'BODY_LIMIT', 16 * 1024 * 1024, 1024, MAX_BODY_LIMIT, BODY_LIMIT_WHY),
+    ...pixelLimits(env),
+    decodeTimeoutMs: decodeTimeout(env),
+    maxConcurrentRequests: int(env, 'MAX_CONCURRENT_REQUESTS', 32, 1, 100_000),
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 1, 3_600_000),
     apiToken,
     logLevel,
@@ -251,6 +299,9 @@ const ENV_NAMES: Record<Exclude<keyof Config, 'cpus'>, string> = {
   queueLimit: 'QUEUE_LIMIT',
   bodyLimit: 'BODY_LIMIT',
   maxPixels: 'MAX_PIXELS',
+  maxRequestPixels: 'MAX_REQUEST_PIXELS',
+  decodeTimeoutMs: 'DECODE_TIMEOUT_MS',
+  maxConcurrentRequests: 'MAX_CONCURRENT_REQUESTS',
   requestTimeoutMs: 'REQUEST_TIMEOUT_MS',
   apiToken: 'API_TOKEN',
   logLevel: 'LOG_LEVEL',

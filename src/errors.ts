@@ -39,6 +39,8 @@ export const ERRORS = {
   BODY_TOO_LARGE: { status: 413 },
   FILE_TOO_LARGE: { status: 413 },
   IMAGE_TOO_LARGE: { status: 413 },
+  TOO_MANY_PIXELS: { status: 413 },
+  DECODE_TIMEOUT: { status: 413 },
   TOO_MANY_FILES: { status: 413 },
   TOO_MANY_PARTS: { status: 413 },
   TOO_MANY_FIELDS: { status: 413 },
@@ -112,4 +114,27 @@ export class AppError extends Error {
 
 export function isAppError(err: unknown): err is AppError {
   return err instanceof AppError;
+}
+
+/** How much of a client's value an error message or log line repeats. */
+export const ECHO_CHARS = 40;
+
+/**
+ * A client's value as JSON for an error message or a log line, cut to about `max` characters: a
+ * 4 MB `topk` must not come back as a 4 MB error (docs/abuse.md). Long strings and arrays are cut
+ * before they are encoded, so the cost does not grow with the value either.
+ */
+export function quote(value: unknown, max = ECHO_CHARS): string {
+  const isArray = Array.isArray(value);
+  const long = (typeof value === 'string' || isArray) && (value as string | unknown[]).length > max;
+  const cut = long ? (value as string | unknown[]).slice(0, max) : value;
+  let s: string;
+  try {
+    s = JSON.stringify(cut) ?? String(cut);
+  } catch {
+    s = Object.prototype.toString.call(cut); // BigInt, cycles
+  }
+  if (s.length <= max + 2 && cut === value) return s;
+  const size = isArray ? `${(value as unknown[]).length} elements` : `${typeof value === 'string' ? value.length : s.length} chars`;
+  return `${s.slice(0, max + 1)}… (${size})`;
 }

@@ -28,6 +28,8 @@ export interface LoadOptions {
   optimizeForInference?: boolean;
   /** Keep TorchScript's profiling executor (default off: it re-profiles every new batch size). */
   profilingExecutor?: boolean;
+  /** Run a recognised DenseNet on the load-time executor (default on; docs/forward.md). */
+  denseExecutor?: boolean;
   /** [C, H, W] of the probe forward at load; default: the model card's input_shape, else [3, 224, 224]. */
   inputShape?: readonly [number, number, number];
 }
@@ -105,7 +107,7 @@ function validateOptions(o: LoadOptions): void {
   if (o.instances !== undefined && (!isPositiveInt(o.instances) || o.instances > 256)) {
     throw new ModelOptionError(`Expected instances to be an integer between 1 and 256 but received ${String(o.instances)}`);
   }
-  for (const k of ['channelsLast', 'freeze', 'optimizeForInference', 'profilingExecutor'] as const) {
+  for (const k of ['channelsLast', 'freeze', 'optimizeForInference', 'profilingExecutor', 'denseExecutor'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new TypeError(`Expected boolean for ${k} but received ${typeName(o[k])}`);
   }
   if (o.inputShape !== undefined && (!Array.isArray(o.inputShape) || o.inputShape.length !== 3 || !o.inputShape.every(isPositiveInt))) {
@@ -167,6 +169,7 @@ export class Model {
         channelsLast: options.channelsLast ?? true,
         optimizeForInference: options.optimizeForInference ?? false,
         profilingExecutor: options.profilingExecutor ?? false,
+        denseExecutor: options.denseExecutor ?? true,
         inputShape: [inputShape[0], inputShape[1], inputShape[2]],
       });
       const info: ModelInfo = {

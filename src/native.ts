@@ -19,6 +19,8 @@ export interface NativeLoadOptions {
   channelsLast: boolean;
   optimizeForInference: boolean;
   profilingExecutor: boolean;
+  /** DenseNet graphs run on the load-time executor (native/dense_block.h); false: the plain graph. */
+  denseExecutor: boolean;
   inputShape: [number, number, number];
 }
 

@@ -28,9 +28,11 @@ export interface PreprocessOptions {
   maxPixels: number;
   /** Formats accepted (the server passes IMAGE_FORMATS); default: every supported format. */
   formats?: readonly ImageFormat[];
+  /** libvips gives up decoding after this many seconds (DECODE_TIMEOUT_MS); 0 or unset: never. */
+  timeoutSeconds?: number;
 }
 
-export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE';
+export type ImageErrorCode = 'EMPTY_IMAGE' | 'UNSUPPORTED_IMAGE' | 'CORRUPT_IMAGE' | 'IMAGE_TOO_LARGE' | 'DECODE_TIMEOUT';
 
 export class ImageError extends AppError {
   declare readonly code: ImageErrorCode;
@@ -91,8 +93,11 @@ export function centerCropOffsets(width: number, height: number, crop: number): 
   return { top: roundHalfEven((height - crop) / 2), left: roundHalfEven((width - crop) / 2) };
 }
 
-function classify(err: unknown, format: ImageFormat): ImageError {
+function classify(err: unknown, format: ImageFormat, timeoutSeconds = 0): ImageError {
   const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  if (/^timeout:/.test(msg)) {
+    return new ImageError('DECODE_TIMEOUT', `decoding the ${format} image took more than ${timeoutSeconds} s (DECODE_TIMEOUT_MS): send a smaller or simpler image`, err);
+  }
   if (/exceeds pixel limit/i.test(msg)) return new ImageError('IMAGE_TOO_LARGE', `image is too large: ${msg}`, err);
   if (/unsupported image format/i.test(msg)) {
     return new ImageError('UNSUPPORTED_IMAGE', `looks like ${format} but no decoder accepts it: ${msg}`, err);
@@ -145,7 +150,7 @@ interface Decoded {
  * ICC profiles ignored as PIL ignores them. CMYK stays CMYK for the addon's PIL formula (libvips
  * would convert it through a profile); 16-bit samples keep their high byte.
  */
-async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number): Promise<Decoded> {
+async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number, timeoutSeconds = 0): Promise<Decoded> {
   // failOn 'error': truncated or undecodable data rejects (PIL raises "image file is truncated"
   // too), while harmless libjpeg warnings (extraneous bytes) pass, as they do in PIL.
   // limitInputPixels is checked against the header before any pixel is decoded.
@@ -158,9 +163,9 @@ async function decode(input: Uint8Array, format: ImageFormat, maxPixels: number)
     // Without a resize in libvips, removeAlpha really drops alpha (libvips premultiplies only around a resize).
     const image = sharp(input, options).removeAlpha();
     const converted = layout === 'cmyk' ? image.pipelineColourspace('cmyk').toColourspace('cmyk') : image.toColourspace('srgb');
-    out = await converted.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    out = await converted.timeout({ seconds: timeoutSeconds }).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw classify(err, format);
+    throw classify(err, format, timeoutSeconds);
   }
   const { data, info } = out;
   const channels = layout === 'cmyk' ? 4 : 3;
@@ -183,7 +188,7 @@ export function configureImageThreads(): void {
 export async function preprocess(input: Buffer | Uint8Array, spec: PreprocessSpec, opts: PreprocessOptions): Promise<Float32Array> {
   if (input.length === 0) throw new ImageError('EMPTY_IMAGE', 'the image is empty (0 bytes)');
   const format = checkFormat(sniffFormat(input), opts.formats ?? SUPPORTED_FORMATS);
-  const { pixels, layout, width, height } = await decode(input, format, opts.maxPixels);
+  const { pixels, layout, width, height } = await decode(input, format, opts.maxPixels, opts.timeoutSeconds);
   const { resize, crop, mean, std } = spec;
   const size = resizedSize(width, height, resize);
   const { left, top } = centerCropOffsets(size.width, size.height, crop);

@@ -225,3 +225,14 @@ t.test('only warmed sizes run: [1] alone runs single images; serve(4) allows bat
   t.same(r.batches, [4, 4], 'a full batch of 4, then 2 images padded to 4');
   t.throws(() => new Batcher({ ...base, batchSizes: [0], forward: r.forward }), RangeError);
 });
+
+t.test('several instances free: the queued images are shared between them', async (t) => {
+  const r = recorder(20);
+  const b = new Batcher({ ...base, maxBatch: 8, concurrency: 2, windowMs: 0, forward: r.forward });
+  await Promise.all([b.submit([img(1), img(2), img(3), img(4), img(5)])]);
+  t.same(r.batches, [3, 2], '5 images on 2 free instances: 3 + 2, not 5 on one');
+  r.batches.length = 0;
+  await Promise.all(Array.from({ length: 20 }, (_, i) => b.submit([img(i)])));
+  t.ok(r.batches.every((n) => n <= 8), 'never above maxBatch');
+  t.equal(r.batches.reduce((a, n) => a + n, 0), 20);
+});

@@ -1,7 +1,11 @@
 /**
- * status (read-only summary) and cleanup (idempotent deletes) against stand-in kind/kubectl.
+ * status (read-only summary) and cleanup (idempotent deletes, --images) against stand-in
+ * docker/kind/kubectl, and names that are not Kubernetes names refused before anything runs.
  */
 import t from 'tap';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../scripts/lib/exec.js';
 import { status, parseStatusArgs } from '../scripts/status.js';
 import { cleanup, parseCleanupArgs } from '../scripts/cleanup.js';
 import { isMutating, ksvcJson, notFound, short, type Scenario } from './helpers/fake-tools.js';
@@ -19,10 +23,24 @@ const pods = {
   ],
 };
 
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
 function world(extra: { flags?: string[]; knative?: boolean; ksvc?: boolean } = {}): Scenario {
   return {
-    flags: extra.flags ?? ['cluster', 'ksvc'],
+    flags: extra.flags ?? ['cluster', 'ksvc', 'host-images', 'node-images'],
     rules: [
+      { tool: 'docker', match: ['image', 'ls'], when: ['host-images'], responses: [{ stdout: 'dev.local/densenet-inference:0123456789abcdef\ndev.local/densenet-inference:cuda-fedcba9876543210\n' }] },
+      { tool: 'docker', match: ['image', 'ls'], responses: [{ stdout: '' }] },
+      { tool: 'docker', match: 'rmi', responses: [{ stdout: 'Untagged', unset: ['host-images'] }] },
+      { tool: 'kind', match: 'get nodes', responses: [{ stdout: 'densenet-control-plane\n' }] },
+      {
+        tool: 'docker',
+        match: ['exec', 'densenet-control-plane', 'images', 'list'],
+        when: ['node-images'],
+        responses: [{ stdout: 'docker.io/kindest/kindnetd:v20250512-df8de77b\ndev.local/densenet-inference:0123456789abcdef\ngcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:abc\n' }],
+      },
+      { tool: 'docker', match: ['exec', 'densenet-control-plane', 'images', 'list'], responses: [{ stdout: 'docker.io/kindest/kindnetd:v20250512-df8de77b\n' }] },
+      { tool: 'docker', match: ['exec', 'images', 'rm'], responses: [{ stdout: 'dev.local/densenet-inference:0123456789abcdef', unset: ['node-images'] }] },
       { tool: 'kind', match: 'get clusters', when: ['cluster'], responses: [{ stdout: 'densenet\n' }] },
       { tool: 'kind', match: 'get clusters', responses: [{ stdout: '' }] },
       { tool: 'kind', match: 'delete cluster', responses: [{ stderr: 'Deleting cluster "densenet" ...', unset: ['cluster'] }] },
@@ -74,8 +92,8 @@ t.test('status: not deployed, no cluster, no Knative', async (t) => {
 t.test('cleanup: deletes the service, then the cluster; a second run does nothing and succeeds', async (t) => {
   const h = await withFakes(t, world());
   await cleanup(parseCleanupArgs(['--cluster'])!, h.log);
-  inOrder(t, h.fake.commands().map(short), ['kind get clusters', 'kubectl get crd', 'kubectl delete ksvc densenet -n default --ignore-not-found', 'kind delete cluster --name densenet'], 'delete order');
-  t.same(h.fake.flags(), [], 'service and cluster gone');
+  inOrder(t, h.fake.commands().map(short), ['kind get clusters', 'kubectl get crd', 'kubectl delete ksvc densenet -n default --ignore-not-found', 'kubectl delete secret densenet-secrets -n default --ignore-not-found', 'kind delete cluster --name densenet'], 'delete order');
+  t.same(h.fake.flags(), ['host-images', 'node-images'], 'service and cluster gone, images kept without --images');
 
   const before = h.fake.commands().length;
   await cleanup(parseCleanupArgs(['--cluster'])!, h.log);
@@ -91,7 +109,49 @@ t.test('cleanup without --cluster keeps the cluster; twice is fine', async (t) =
   const cmds = h.fake.commands().map(short);
   t.equal(cmds.filter((c) => c.startsWith('kubectl delete ksvc')).length, 2, '--ignore-not-found makes the repeat harmless');
   t.notOk(cmds.some((c) => c.startsWith('kind delete')), 'cluster kept');
-  t.same(h.fake.flags(), ['cluster']);
+  t.same(h.fake.flags(), ['cluster', 'host-images', 'node-images']);
+});
+
+t.test('cleanup --images: removes the dev.local images on the host and in the kind node, and only those; twice is fine', async (t) => {
+  const h = await withFakes(t, world());
+  await cleanup(parseCleanupArgs(['--images'])!, h.log);
+  const changed = h.fake.commands().filter(isMutating).map(short);
+  t.same(changed, [
+    'kubectl delete ksvc densenet -n default --ignore-not-found --wait=true',
+    'kubectl delete secret densenet-secrets -n default --ignore-not-found',
+    'docker rmi dev.local/densenet-inference:0123456789abcdef dev.local/densenet-inference:cuda-fedcba9876543210',
+    'docker exec densenet-control-plane ctr --namespace=k8s.io images rm dev.local/densenet-inference:0123456789abcdef',
+  ]);
+  t.same(h.fake.flags(), ['cluster'], 'images gone from host and node; the cluster stays');
+  const before = h.fake.commands().length;
+  await cleanup(parseCleanupArgs(['--images'])!, h.log);
+  t.same(h.fake.commands().slice(before).filter(isMutating).map(short).filter((c) => !c.startsWith('kubectl delete')), [], 'nothing left to remove');
+  t.match(h.lines.join('\n'), /host: no dev\.local\/densenet-inference images[\s\S]*node densenet-control-plane: no dev\.local\/densenet-inference images/);
+
+  const h2 = await withFakes(t, world());
+  await cleanup(parseCleanupArgs(['--images', '--cluster'])!, h2.log);
+  const c2 = h2.fake.commands().map(short);
+  t.notOk(c2.some((c) => c.startsWith('docker exec')), 'with --cluster the node goes with its images');
+  t.ok(c2.some((c) => c.startsWith('docker rmi')), 'host images removed');
+});
+
+t.test('issue 11.11: names that are not Kubernetes names are refused before any command (cleanup --name=--all)', async (t) => {
+  const h = await withFakes(t, world());
+  const cli = (script: string, args: string[]) =>
+    run(process.execPath, ['--import', 'tsx', resolve(ROOT, 'scripts', `${script}.ts`), ...args], { reject: false, quiet: true, cwd: ROOT, env: { ...process.env, PATH: h.fake.path } });
+  for (const [script, args] of [
+    ['cleanup', ['--name=--all']],
+    ['cleanup', ['--namespace=--all-namespaces']],
+    ['cleanup', ['--cluster', '--cluster-name=Kind_1']],
+    ['status', ['--name', 'a.b']],
+    ['deploy', ['--name=-x', '--dry-run']],
+    ['setup-cluster', ['--cluster', 'x'.repeat(64), '--dry-run']],
+  ] as const) {
+    const r = await cli(script, [...args]);
+    t.equal(r.exitCode, 2, `${script} ${args.join(' ')}: exit 2`);
+    t.match(r.stderr, new RegExp(`^${script}: --[\\w-]+ '[^']*' is not a valid Kubernetes name`, 'm'), 'says which option and why');
+  }
+  t.same(h.fake.commands(), [], 'no docker, kind or kubectl call was made');
 });
 
 t.test('cleanup --dry-run deletes nothing', async (t) => {

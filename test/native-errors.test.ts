@@ -107,10 +107,12 @@ t.test('disposed model: MODEL_DISPOSED, queued calls settle, never a crash', asy
   const m = await Model.load(raises, tiny);
   const x = seededInput(48, 3);
   const queued = Array.from({ length: 20 }, () => m.forward(x, [1, 3, 4, 4]));
+  // Handled from the start: the queued calls are rejected while dispose() is still pending.
+  const allSettled = Promise.allSettled(queued);
   void m.dispose();
   await m.dispose(); // idempotent, and resolves once the threads stopped
   t.equal(m.disposed, true);
-  const settled = await Promise.allSettled(queued);
+  const settled = await allSettled;
   for (const s of settled) {
     if (s.status === 'rejected') t.equal((s.reason as { code?: string }).code, 'MODEL_DISPOSED');
     else t.same(s.value.shape, [1, 3]);

@@ -48,7 +48,7 @@ const buf = await readFile(${JSON.stringify(inPath)});
 const m = await Model.load(${JSON.stringify(modelPath)}, { device: 'cpu', threads: 2 });
 const r = await m.forward(new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4), [2, 3, 224, 224]);
 await writeFile(${JSON.stringify(outPath)}, new Uint8Array(r.data.buffer, r.data.byteOffset, r.data.byteLength));
-console.log(JSON.stringify({ addonPath, shape: r.shape }));
+console.log(JSON.stringify({ addonPath, shape: r.shape, optimizations: m.info.optimizations }));
 m.dispose();
 `,
   );
@@ -57,9 +57,10 @@ m.dispose();
     quiet: true,
     env: { ...process.env, DENSENET_ADDON: built },
   });
-  const reported = JSON.parse(res.stdout.trim().split('\n').pop() ?? '{}') as { addonPath?: string; shape?: number[] };
+  const reported = JSON.parse(res.stdout.trim().split('\n').pop() ?? '{}') as { addonPath?: string; shape?: number[]; optimizations?: string[] };
   t.equal(reported.addonPath, built, 'the child loaded the node-gyp build');
   t.same(reported.shape, [2, 1000]);
+  t.ok(reported.optimizations?.includes('dense_executor(4 blocks, 58 layers)'), `node-gyp build runs the DenseNet executor: ${reported.optimizations?.join(', ')}`);
 
   const model = await Model.load(modelPath, { device: 'cpu', threads: 2 });
   t.teardown(() => model.dispose());

@@ -278,6 +278,10 @@ t.test('metrics: counters and histograms move', async (t) => {
   t.match(text, /inference_batch_size_count 1/);
   t.match(text, /model_info\{name="densenet121",variant="densenet121_fake"/);
   t.match(text, /process_cpu_user_seconds_total/);
+  // The process's RSS (the bench and the memory targets read it): this process's, to within 2x.
+  const rss = Number(/^process_resident_memory_bytes (\d+(?:\.\d+)?(?:e\+?\d+)?)$/m.exec(text)?.[1]);
+  const actual = process.memoryUsage.rss();
+  t.ok(rss > actual / 2 && rss < actual * 2, `process_resident_memory_bytes ${rss} ~ this process's RSS ${actual}`);
 });
 
 t.test('admission: more images than QUEUE_LIMIT in flight -> 503 QUEUE_FULL + Retry-After', async (t) => {

@@ -12,10 +12,10 @@ const SETUP = join(ROOT, 'scripts', 'setup.ts');
 
 t.test('--help lists the steps and the packages', async (t) => {
   const r = await run(process.execPath, ['--import', 'tsx', SETUP, '--help'], { quiet: true, cwd: ROOT });
-  t.match(r.stdout, /libtorch-dev python3-torch python3-torchvision libopenblas0-openmp/);
+  t.match(r.stdout, /libtorch-dev libdnnl-dev python3-torch python3-torchvision libopenblas0-openmp/);
   t.match(r.stdout, /--test .*docker\.io prometheus debootstrap|with --test also: docker\.io prometheus debootstrap/);
   const bad = await run(process.execPath, ['--import', 'tsx', SETUP, '--frobnicate'], { quiet: true, reject: false, cwd: ROOT });
-  t.equal(bad.exitCode, 1);
+  t.equal(bad.exitCode, 2, 'a usage error (the shared CLI convention)');
   t.match(bad.stderr, /unknown option --frobnicate/);
 });
 
@@ -33,7 +33,7 @@ t.test('not root and packages missing: prints the apt-get line, changes nothing'
     quiet: true, reject: false, cwd: ROOT, env: { ...process.env, PATH: `${dir}:${process.env.PATH}`, HOME: dir, TSX_TSCONFIG_PATH: undefined },
   });
   t.equal(r.exitCode, 1, 'fails');
-  t.match(r.stderr, /missing Debian packages: libtorch-dev python3-torch python3-torchvision libopenblas0-openmp python3 make\n/);
-  t.match(r.stderr, /apt-get install -y --no-install-recommends libtorch-dev python3-torch python3-torchvision libopenblas0-openmp python3 make/);
+  t.match(r.stderr, /missing Debian packages: libtorch-dev libdnnl-dev python3-torch python3-torchvision libopenblas0-openmp python3 make\n/);
+  t.match(r.stderr, /apt-get install -y --no-install-recommends libtorch-dev libdnnl-dev python3-torch python3-torchvision libopenblas0-openmp python3 make/);
   t.notMatch(r.stdout, /\[2\/5\]/, 'stops before building');
 });

@@ -3,13 +3,14 @@
  * and on failure throw a CommandError naming the command, its exit code, its stderr and a hint.
  */
 import { execa, type Options as ExecaOptions } from 'execa';
+import { ScriptError } from './errors.js';
 
-export class CommandError extends Error {
+export class CommandError extends ScriptError {
   constructor(
     readonly command: string,
     readonly exitCode: number | undefined,
     readonly stderr: string,
-    readonly hint?: string,
+    override readonly hint?: string,
   ) {
     const tail = stderr.trim().split('\n').slice(-15).join('\n');
     super(
@@ -17,14 +18,12 @@ export class CommandError extends Error {
         (tail ? `\n--- stderr ---\n${tail}` : '') +
         (hint ? `\nwhat to do: ${hint}` : ''),
     );
-    this.name = 'CommandError';
   }
 }
 
-export class MissingToolError extends Error {
-  constructor(readonly tool: string, readonly hint: string) {
-    super(`'${tool}' was not found on PATH. ${hint}`);
-    this.name = 'MissingToolError';
+export class MissingToolError extends ScriptError {
+  constructor(readonly tool: string, message: string) {
+    super(message);
   }
 }
 
@@ -83,7 +82,7 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   }
   const r = result as unknown as { stdout?: unknown; stderr?: unknown; exitCode?: number; failed: boolean; code?: string; timedOut?: boolean };
   if (r.code === 'ENOENT') {
-    throw new MissingToolError(file, opts.hint ?? `Install ${file} and try again.`);
+    throw new MissingToolError(file, `'${file}' was not found on PATH. ${opts.hint ?? `Install ${file} and try again.`}`);
   }
   const out: RunResult = {
     stdout: typeof r.stdout === 'string' ? r.stdout : '',
@@ -139,7 +138,7 @@ export async function startBackground(
     child.once('error', (err) => resolve(err));
   });
   if (spawned || child.pid === undefined) {
-    if ((spawned as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new MissingToolError(file, `Install ${file} and try again.`);
+    if ((spawned as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new MissingToolError(file, `'${file}' was not found on PATH. Install ${file} and try again.`);
     throw new CommandError(shown, undefined, String(spawned));
   }
   const pid = child.pid;

@@ -6,6 +6,7 @@
  */
 import { CommandError, MissingToolError, formatCommand, hasCommand, run, type RunOptions, type RunResult } from './exec.js';
 import { envMs } from './args.js';
+import { ScriptError } from './errors.js';
 
 export interface Tools {
   docker: string;
@@ -47,17 +48,12 @@ export function kubeContext(cluster: string): string {
   return `kind-${cluster}`;
 }
 
-/** A problem the user can fix, with the fix. The scripts print it without a stack trace. */
-export class DeployError extends Error {
-  constructor(message: string, readonly hint?: string) {
-    super(hint ? `${message}\nwhat to do: ${hint}` : message);
-    this.name = 'DeployError';
-  }
-}
+/** A problem the user can fix, with the fix (`what to do: ...`). */
+export class DeployError extends ScriptError {}
 
 export const INSTALL_HINTS: Record<keyof Tools, string> = {
   docker: 'Install Docker: https://docs.docker.com/engine/install/ (Debian: apt-get install docker.io), then start the daemon.',
-  kind: 'Install kind >= 0.30: https://kind.sigs.k8s.io/docs/user/quick-start/#installation (e.g. `go install sigs.k8s.io/kind@v0.30.0`, or the release binary).',
+  kind: 'Install kind >= 0.30.0: https://kind.sigs.k8s.io/docs/user/quick-start/#installation (e.g. `go install sigs.k8s.io/kind@v0.30.0`, or the release binary).',
   kubectl: 'Install kubectl: https://kubernetes.io/docs/tasks/tools/ (a client within one minor version of the cluster).',
 };
 
@@ -67,9 +63,7 @@ export async function requireTools(ctx: Ctx, needed: readonly (keyof Tools)[]): 
   for (const t of needed) if (!(await hasCommand(ctx.tools[t]))) missing.push(t);
   if (!missing.length) return;
   const lines = missing.map((t) => `  - ${t} (looked for '${ctx.tools[t]}'): ${INSTALL_HINTS[t]}`);
-  const err = new MissingToolError(missing.join(', '), '');
-  err.message = `missing required tool${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}\n${lines.join('\n')}`;
-  throw err;
+  throw new MissingToolError(missing.join(', '), `missing required tool${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}\n${lines.join('\n')}`);
 }
 
 export async function dockerDaemonCheck(ctx: Ctx): Promise<void> {
@@ -80,19 +74,6 @@ export async function dockerDaemonCheck(ctx: Ctx): Promise<void> {
       'Start Docker (systemctl start docker, or Docker Desktop) and make sure this user may use it.',
     );
   }
-}
-
-/** kind prints e.g. "kind v0.30.0 go1.24.6 linux/amd64". */
-export function parseKindVersion(out: string): [number, number, number] | undefined {
-  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(out);
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
-}
-
-export async function adviseKindVersion(ctx: Ctx): Promise<void> {
-  const r = await run(ctx.tools.kind, ['version'], { reject: false });
-  const v = parseKindVersion(r.stdout);
-  if (!v) ctx.log(`warning: could not read the kind version from '${r.stdout.trim()}'; kind >= 0.30 is advised`);
-  else if (v[0] === 0 && v[1] < 30) ctx.log(`warning: kind v${v.join('.')} is older than the advised v0.30 (its default node image may be too old for Knative)`);
 }
 
 export async function clusterExists(ctx: Ctx): Promise<boolean> {
@@ -210,7 +191,6 @@ export function formatConditions(conds: readonly Condition[]): string {
 export class WaitTimeoutError extends DeployError {
   constructor(what: string, timeoutMs: number, details: string, hint: string) {
     super(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}\n${details}`, hint);
-    this.name = 'WaitTimeoutError';
   }
 }
 

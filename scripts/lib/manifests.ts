@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { Service } from '@kubernetes-models/knative/serving.knative.dev/v1/Service';
 import { Container } from 'kubernetes-models/v1/Container';
+import { dnsLabelProblem } from './args.js';
+import { ScriptError } from './errors.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVICE_TEMPLATE = resolve(ROOT, 'knative', 'service.yaml');
@@ -38,8 +40,12 @@ export interface ServiceOptions {
   memoryLimit: string;
   gpu: boolean;
   traffic: Traffic;
-  /** Extra environment for the server (config.ts names); THREADS and DEVICE are set from the options. */
+  /** Extra environment for the server (config.ts names); INSTANCES, THREADS and DEVICE are set from the options. */
   env: Record<string, string>;
+  /** Environment variables read from the Service's Secret (secretName()), never written in the spec. */
+  secretEnv: string[];
+  /** Changes when the Secret's content does, so that a new value rolls out a new revision. */
+  secretVersion?: string;
 }
 
 export const DEFAULT_SERVICE: Omit<ServiceOptions, 'image' | 'traffic'> = {
@@ -57,12 +63,43 @@ export const DEFAULT_SERVICE: Omit<ServiceOptions, 'image' | 'traffic'> = {
   memoryLimit: '2Gi',
   gpu: false,
   env: {},
+  secretEnv: [],
 };
 
-export class ManifestError extends Error {
+/** What --gpu changes unless given explicitly: a GPU cold start is expensive (keep one pod), and
+ * decoding and the host side of the forward need more than one core. */
+export const GPU_DEFAULTS: Pick<ServiceOptions, 'minScale' | 'cpuRequest' | 'cpuLimit' | 'memoryRequest' | 'memoryLimit'> = {
+  minScale: 1,
+  cpuRequest: '1',
+  cpuLimit: '4',
+  memoryRequest: '2Gi',
+  memoryLimit: '6Gi',
+};
+
+/** nvkind's RuntimeClass (scripts/lib/gpu.ts); GPU pods run with it. */
+const GPU_RUNTIME_CLASS = 'nvidia';
+
+/** The Secret holding the secretEnv values of a Service. */
+export function secretName(service: string): string {
+  return `${service}-secrets`;
+}
+
+/** Knative's reserved names (knative/serving pkg/apis/serving/k8s_validation.go reservedEnvVars: PORT,
+ * K_SERVICE, K_CONFIGURATION, K_REVISION; the K_ prefix is Knative's) and names that look like secrets. */
+export function envNameProblem(name: string, secret = false): string | undefined {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return `'${name}' is not a valid environment variable name`;
+  if (name === 'PORT' || name.startsWith('K_')) return `${name} is reserved by Knative (it sets PORT, K_SERVICE, K_CONFIGURATION and K_REVISION itself)`;
+  if (!secret && looksSecret(name)) return `${name} looks like a secret: pass it with --secret-env ${name}=... (stored in a Kubernetes Secret, not in the Service spec)`;
+  return undefined;
+}
+
+export function looksSecret(name: string): boolean {
+  return /TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE_KEY/i.test(name);
+}
+
+export class ManifestError extends ScriptError {
   constructor(readonly problems: string[]) {
     super(`invalid Knative Service manifest:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
-    this.name = 'ManifestError';
   }
 }
 
@@ -73,19 +110,29 @@ export function cpuCores(q: string): number {
   return m[2] === 'm' ? Number(m[1]) / 1000 : Number(m[1]);
 }
 
-/** Intra-op threads for a CPU limit: whole cores, at least one (more threads than cores thrash OpenMP). */
-export function threadsForCpuLimit(limit: string): number {
+/** Whole cores of a CPU limit, at least one (what the server sees of its cgroup quota). */
+export function coresForCpuLimit(limit: string): number {
   return Math.max(1, Math.floor(cpuCores(limit) + 1e-9));
 }
 
 const MEMORY = /^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$/;
 const DURATION = /^\d+(s|m|h)$/;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 function semanticChecks(o: ServiceOptions): string[] {
   const p: string[] = [];
-  if (!DNS_LABEL.test(o.name) || o.name.length > 63) p.push(`service name '${o.name}' is not a DNS label`);
-  if (!DNS_LABEL.test(o.namespace)) p.push(`namespace '${o.namespace}' is not a DNS label`);
+  for (const [what, v] of [['service name', o.name], ['namespace', o.namespace]] as const) {
+    const problem = dnsLabelProblem(what, v);
+    if (problem) p.push(problem);
+  }
+  for (const k of Object.keys(o.env)) {
+    const problem = envNameProblem(k);
+    if (problem) p.push(problem);
+  }
+  for (const k of o.secretEnv) {
+    const problem = envNameProblem(k, true);
+    if (problem) p.push(problem);
+    if (k in o.env) p.push(`${k} is given both as a plain and as a secret variable`);
+  }
   if (o.minScale < 0 || o.maxScale < 1 || o.minScale > o.maxScale) p.push(`scale bounds min ${o.minScale} / max ${o.maxScale} are inconsistent`);
   if (o.target < 1) p.push(`target concurrency ${o.target} must be >= 1`);
   if (o.containerConcurrency < 0 || o.containerConcurrency > 1000) p.push(`containerConcurrency ${o.containerConcurrency} must be 0..1000`);
@@ -124,22 +171,26 @@ export function renderService(o: ServiceOptions, templatePath = SERVICE_TEMPLATE
   ann['autoscaling.knative.dev/max-scale'] = String(o.maxScale);
   ann['autoscaling.knative.dev/target'] = String(o.target);
   ann['autoscaling.knative.dev/scale-down-delay'] = o.scaleDownDelay;
+  if (o.secretEnv.length && o.secretVersion) ann['densenet-serve/secret-version'] = o.secretVersion;
   const tspec = template.spec as Obj;
   tspec.containerConcurrency = o.containerConcurrency;
   tspec.timeoutSeconds = o.timeoutSeconds;
+  if (o.gpu) tspec.runtimeClassName = GPU_RUNTIME_CLASS;
   const c = (tspec.containers as Obj[])[0]!;
   c.image = o.image;
   const env = new Map<string, string>(((c.env as { name: string; value: string }[]) ?? []).map((e) => [e.name, e.value]));
-  // Inside a CPU quota Node still sees every core of the node, so the CPU-derived defaults
-  // (THREADS, PREPROCESS_CONCURRENCY, PREPROCESS_DURING_FORWARD) are set from the limit here.
-  const cores = threadsForCpuLimit(o.cpuLimit);
-  env.set('THREADS', String(cores));
-  env.set('PREPROCESS_CONCURRENCY', String(cores));
-  // CPU: the forward owns the whole quota, so decodes wait for it; a GPU forward leaves it free.
-  env.set('PREPROCESS_DURING_FORWARD', o.gpu ? String(cores) : '0');
+  // The server reads its CPU limit from the cgroup quota and derives INSTANCES, THREADS and its
+  // preprocessing slots from it (src/config.ts): one rule, in one place.
+  env.set('INSTANCES', 'auto');
+  env.set('THREADS', 'auto');
   env.set('DEVICE', o.gpu ? 'cuda' : 'cpu');
+  // The NVIDIA runtime mounts the driver's compute libraries (libcuda) only when asked.
+  if (o.gpu) env.set('NVIDIA_DRIVER_CAPABILITIES', 'compute,utility');
   for (const [k, v] of Object.entries(o.env)) env.set(k, v);
-  c.env = [...env].map(([name, value]) => ({ name, value }));
+  c.env = [
+    ...[...env].map(([name, value]) => ({ name, value })),
+    ...o.secretEnv.map((name) => ({ name, valueFrom: { secretKeyRef: { name: secretName(o.name), key: name } } })),
+  ];
   const resources = c.resources as { requests: Obj; limits: Obj };
   resources.requests.cpu = o.cpuRequest;
   resources.requests.memory = o.memoryRequest;
@@ -161,6 +212,35 @@ export function renderService(o: ServiceOptions, templatePath = SERVICE_TEMPLATE
 
 export function serviceYaml(doc: Obj): string {
   return YAML.stringify(doc, { lineWidth: 0 });
+}
+
+/** The Secret for secretEnv: base64 `data`, applied from stdin (never on a command line). */
+export function secretManifest(service: string, namespace: string, values: Readonly<Record<string, string>>): Obj {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: secretName(service), namespace, labels: { 'app.kubernetes.io/name': 'densenet-serve' } },
+    type: 'Opaque',
+    data: Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('base64')])),
+  };
+}
+
+export const REDACTED = '<redacted>';
+
+/** A copy safe to print: Secret values and secret-looking plain env values replaced. */
+export function redact(doc: Obj): Obj {
+  const copy = structuredClone(doc);
+  if (copy.kind === 'Secret') {
+    for (const field of ['data', 'stringData'] as const) {
+      const d = copy[field] as Record<string, string> | undefined;
+      if (d) for (const k of Object.keys(d)) d[k] = REDACTED;
+    }
+  }
+  const containers = ((copy.spec as Obj | undefined)?.template as Obj | undefined)?.spec as Obj | undefined;
+  for (const c of ((containers?.containers as Obj[] | undefined) ?? [])) {
+    for (const e of ((c.env as { name: string; value?: string }[] | undefined) ?? [])) if (e.value !== undefined && looksSecret(e.name)) e.value = REDACTED;
+  }
+  return copy;
 }
 
 // ----- validation ---------------------------------------------------------------------------
@@ -219,6 +299,7 @@ const SERVICE: Shape = {
         idleTimeoutSeconds: 'scalar',
         serviceAccountName: 'scalar',
         enableServiceLinks: 'scalar',
+        runtimeClassName: 'scalar',
         containers: [CONTAINER],
         volumes: [{ name: 'scalar', configMap: { name: 'scalar' }, secret: { secretName: 'scalar' }, emptyDir: { medium: 'scalar', sizeLimit: 'scalar' } }],
       },

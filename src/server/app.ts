@@ -7,10 +7,11 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import multipart from '@fastify/multipart';
-import { AppError } from '../errors.js';
-import type { Config } from '../config.js';
+import { AppError, quote } from '../errors.js';
+import { connectionTimeoutMs, type Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import { sendError, toAppError } from './errors.js';
+import { registerGuards } from './guards.js';
 import { InferenceService } from './inference.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openapiRoutes, registerOpenApi } from './openapi.js';
@@ -89,6 +90,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     bodyLimit: config.bodyLimit,
     // Whole-request receive deadline: a trickled (slowloris) body is cut after this.
     requestTimeout: config.httpRequestTimeoutMs,
+    // A socket silent for longer than any request may take is closed: a client that never reads
+    // its response does not hold the response's buffers.
+    connectionTimeout: connectionTimeoutMs(config),
     // Longer than the idle timeout of proxies in front (Knative queue-proxy, LBs ~60 s), so the
     // proxy, not us, closes idle connections: no race where it reuses a socket we just closed.
     keepAliveTimeout: 65_000,
@@ -188,7 +192,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
   });
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) =>
-    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${request.url.split('?')[0]}`)),
+    sendError(request, reply, new AppError('NOT_FOUND', `no route for ${request.method} ${quote(request.url.split('?')[0], 200)}`)),
   );
 
   await app.register(multipart, {
@@ -208,6 +212,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<Fast
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
   }
 
+  registerGuards(app);
   const auth = makeAuthHook(config.apiToken);
   await registerOpenApi(app, ctx.version, auth !== undefined);
   await app.register(openapiRoutes);

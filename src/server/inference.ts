@@ -5,38 +5,54 @@
  * forward) and the batcher.
  */
 import { AppError } from '../errors.js';
-import { Batcher } from '../batcher.js';
+import { Batcher, clientGone } from '../batcher.js';
 import type { Config } from '../config.js';
 import type { InferenceBackend } from './backend.js';
 import type { Metrics } from './metrics.js';
 
 /**
  * Counting semaphore with a limit that can change (work already running is never interrupted;
- * a lower limit only holds back new work). Waiters are served in arrival order.
+ * a lower limit only holds back new work). Waiters with the same `owner` (one request's images)
+ * queue behind each other, and owners take turns: a request with 16 images does not make a
+ * one-image request behind it wait for all 16. Without an owner, arrival order.
  */
 export class Semaphore {
   private active = 0;
-  private readonly waiters: (() => void)[] = [];
+  private queued = 0;
+  /** Owner -> its waiters, owners in turn order (a Map keeps insertion order). */
+  private readonly waiters = new Map<unknown, (() => void)[]>();
   constructor(private limit: number) {}
   get running(): number {
     return this.active;
   }
   get waiting(): number {
-    return this.waiters.length;
+    return this.queued;
   }
   setLimit(limit: number): void {
     this.limit = limit;
     this.pump();
   }
   private pump(): void {
-    while (this.active < this.limit && this.waiters.length > 0) {
+    while (this.active < this.limit && this.queued > 0) {
+      const [owner, list] = this.waiters.entries().next().value as [unknown, (() => void)[]];
+      const wake = list.shift()!;
+      this.waiters.delete(owner);
+      if (list.length > 0) this.waiters.set(owner, list); // to the back of the turn order
+      this.queued--;
       this.active++;
-      this.waiters.shift()!();
+      wake();
     }
   }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active < this.limit && this.waiters.length === 0) this.active++;
-    else await new Promise<void>((r) => this.waiters.push(r));
+  async run<T>(fn: () => Promise<T>, owner: unknown = Symbol()): Promise<T> {
+    if (this.active < this.limit && this.queued === 0) this.active++;
+    else {
+      await new Promise<void>((r) => {
+        const list = this.waiters.get(owner);
+        if (list) list.push(r);
+        else this.waiters.set(owner, [r]);
+        this.queued++;
+      });
+    }
     try {
       return await fn();
     } finally {
@@ -63,6 +79,12 @@ export function decodeSlots(
   if (forwards === 0 || model.device.startsWith('cuda')) return config.preprocessConcurrency;
   if (config.preprocessDuringForward !== 'auto') return Math.min(config.preprocessDuringForward, config.preprocessConcurrency);
   return Math.max(0, Math.min(config.preprocessConcurrency, cpus - forwards * model.threads));
+}
+
+/** What a request's preprocessing is bound to: its start (for the deadline) and its client. */
+export interface RequestWork {
+  startedAt?: number;
+  signal?: AbortSignal | null;
 }
 
 /** How long the model must be idle before its freed memory is returned (see idleTimer). */
@@ -109,8 +131,8 @@ export class InferenceService {
           stats.images += n;
           stats.busySeconds += r.seconds;
         }
-        metrics.instanceBatches.inc({ instance: String(r.instance) });
-        metrics.instanceBusy.inc({ instance: String(r.instance) }, r.seconds);
+        metrics.instanceBatches.inc({ model_instance: String(r.instance) });
+        metrics.instanceBusy.inc({ model_instance: String(r.instance) }, r.seconds);
         return r.logits;
       },
       concurrency: instances,
@@ -181,12 +203,7 @@ export class InferenceService {
    * be called when the request is answered. Bounds memory even before the batcher's own queue.
    */
   admit(images: number): () => void {
-    const cap = this.config.queueLimit + this.config.maxBatch;
-    if (this.admitted + images > cap) {
-      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
-        retryAfter: this.batcher.retryAfterSeconds(),
-      });
-    }
+    this.checkRoom(images);
     this.admitted += images;
     this.metrics.inFlightRequests.inc();
     let released = false;
@@ -198,34 +215,74 @@ export class InferenceService {
     };
   }
 
-  async preprocessOne(image: Uint8Array): Promise<Float32Array> {
+  /** Throws QUEUE_FULL unless `images` more images could be admitted now (reserves nothing). */
+  checkRoom(images: number): void {
+    const cap = this.config.queueLimit + this.config.maxBatch;
+    if (this.admitted + images > cap) {
+      throw new AppError('QUEUE_FULL', `server busy: ${this.admitted} images in progress (QUEUE_LIMIT ${this.config.queueLimit}); retry later`, {
+        retryAfter: this.batcher.retryAfterSeconds(),
+      });
+    }
+  }
+
+  private deadlinePassed(): AppError {
+    return new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
+      retryAfter: this.batcher.retryAfterSeconds(),
+    });
+  }
+
+  /**
+   * Decode one image once a preprocessing slot is free. A request whose client has gone or whose
+   * deadline has passed by then is not decoded at all. Pass the same `work` for all images of a
+   * request: requests take turns at the slots.
+   */
+  async preprocessOne(image: Uint8Array, work: RequestWork = {}): Promise<Float32Array> {
     const slots = this.preprocessSlots;
     const done = slots.run(async () => {
       this.metrics.preprocessWaiting.set(slots.waiting);
+      if (work.signal?.aborted) throw clientGone();
+      if (work.startedAt !== undefined && performance.now() - work.startedAt >= this.config.requestTimeoutMs) throw this.deadlinePassed();
       const end = this.metrics.preprocess.startTimer();
       try {
         return await this.backend.preprocess(image);
       } finally {
         end();
       }
-    });
+    }, work); // one request's images take turns with other requests' (Semaphore owner)
     this.metrics.preprocessWaiting.set(slots.waiting);
     return done;
   }
 
-  /** Preprocess every image; failures are per image (the caller decides whether one fails all). */
-  async preprocessAll(images: readonly Uint8Array[]): Promise<ImageOutcome[]> {
-    return Promise.all(
+  /**
+   * Preprocess every image; bad images fail alone (the caller decides whether one fails all).
+   * The request's deadline, or its client going away, fails the whole request, at once.
+   */
+  async preprocessAll(images: readonly Uint8Array[], work: RequestWork = {}): Promise<ImageOutcome[]> {
+    const all = Promise.all(
       images.map((img) =>
-        this.preprocessOne(img).then(
+        this.preprocessOne(img, work).then(
           (tensor): ImageOutcome => ({ ok: true, tensor }),
           (err: unknown): ImageOutcome => {
-            if (err instanceof AppError && err.statusCode < 500) return { ok: false, error: err };
+            if (err instanceof AppError && err.statusCode < 500 && err.code !== 'CLIENT_GONE') return { ok: false, error: err };
             throw err;
           },
         ),
       ),
     );
+    const signal = work.signal;
+    if (!signal) return all;
+    all.catch(() => {}); // settled later by decodes already running; the caller has moved on
+    let onAbort = (): void => {};
+    const gone = new Promise<never>((_, reject) => {
+      onAbort = () => reject(clientGone());
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([all, gone]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
@@ -234,13 +291,7 @@ export class InferenceService {
    */
   infer(tensors: readonly Float32Array[], startedAt: number, signal?: AbortSignal): Promise<Float32Array[]> {
     const left = this.config.requestTimeoutMs - (performance.now() - startedAt);
-    if (left <= 0) {
-      return Promise.reject(
-        new AppError('REQUEST_TIMEOUT', `request did not reach inference within ${this.config.requestTimeoutMs} ms; retry later`, {
-          retryAfter: this.batcher.retryAfterSeconds(),
-        }),
-      );
-    }
+    if (left <= 0) return Promise.reject(this.deadlinePassed());
     return this.batcher.submit(tensors, { timeoutMs: Math.ceil(left), ...(signal ? { signal } : {}) });
   }
 }

@@ -4,7 +4,7 @@
  * AppError with a 4xx status.
  */
 import type { FastifyRequest } from 'fastify';
-import { AppError, type ErrorCode } from '../errors.js';
+import { AppError, quote, type ErrorCode } from '../errors.js';
 
 export interface PredictInput {
   images: Buffer[];
@@ -26,7 +26,7 @@ export function parseTopk(v: unknown, numClasses: number): number {
   if (v === undefined || v === null || v === '') return Math.min(5, numClasses);
   const max = Math.min(1000, numClasses);
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > max) throw bad('INVALID_TOPK', `topk must be an integer in 1..${max}, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw bad('INVALID_TOPK', `topk must be an integer in 1..${max}, got ${quote(v)}`);
   return n;
 }
 
@@ -34,7 +34,7 @@ export function parseBatchSize(v: unknown, maxBatch: number): number {
   if (v === undefined || v === null) return 1;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > maxBatch) {
-    throw bad('INVALID_BATCH_SIZE', `batch_size must be an integer in 1..${maxBatch} (MAX_BATCH), got ${JSON.stringify(v)}`);
+    throw bad('INVALID_BATCH_SIZE', `batch_size must be an integer in 1..${maxBatch} (MAX_BATCH), got ${quote(v)}`);
   }
   return n;
 }

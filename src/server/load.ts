@@ -37,7 +37,7 @@ export async function loadBackend(config: Config): Promise<InferenceBackend> {
   });
   const spec = specFromCard(card);
   configureImageThreads();
-  const options = { maxPixels: config.maxPixels, formats: config.imageFormats };
+  const options = { maxPixels: config.maxPixels, formats: config.imageFormats, timeoutSeconds: config.decodeTimeoutMs / 1000 };
   const info = model.info;
   const [c, h, w] = info.inputShape;
   let preprocessWarm: Promise<unknown> | undefined;

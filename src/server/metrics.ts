@@ -26,8 +26,8 @@ export interface Metrics {
   modelLoad: Gauge;
   modelWarmup: Gauge;
   modelInfo: Gauge<'name' | 'variant' | 'weights' | 'device' | 'precision' | 'torch_version'>;
-  instanceBusy: Counter<'instance'>;
-  instanceBatches: Counter<'instance'>;
+  instanceBusy: Counter<'model_instance'>;
+  instanceBatches: Counter<'model_instance'>;
   /** Batcher hooks feeding the histograms/gauges above. */
   batchObserver: BatchObserver;
 }
@@ -109,13 +109,13 @@ export function createMetrics(maxBatch: number): Metrics {
     instanceBusy: new Counter({
       name: 'inference_instance_busy_seconds_total',
       help: 'Seconds each model instance spent computing forwards (divide by time for utilisation).',
-      labelNames: ['instance'],
+      labelNames: ['model_instance'],
       registers,
     }),
     instanceBatches: new Counter({
       name: 'inference_instance_batches_total',
       help: 'Batches (forwards) run by each model instance.',
-      labelNames: ['instance'],
+      labelNames: ['model_instance'],
       registers,
     }),
     modelInfo: new Gauge({

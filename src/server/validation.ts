@@ -8,7 +8,7 @@
 import type { FastifySchemaCompiler, FastifySchemaValidationError } from 'fastify';
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { AppError, type ErrorCode } from '../errors.js';
+import { AppError, quote, type ErrorCode } from '../errors.js';
 import { CODE_KEY, EXPECTED_KEY } from './schemas/common.js';
 
 interface MarkedError extends FastifySchemaValidationError {
@@ -71,11 +71,8 @@ export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema }) =>
   };
 };
 
-/** A value as the client sent it, cut to a few dozen characters. */
-export function show(v: unknown, max = 40): string {
-  const s = v === undefined ? 'nothing' : (JSON.stringify(v) ?? String(v));
-  return s.length > max ? `${s.slice(0, max)}…` : s;
-}
+/** A value as the client sent it, cut short (quote); `nothing` for a missing one. */
+const show = (v: unknown): string => (v === undefined ? 'nothing' : quote(v));
 
 function where(dataVar: string, instancePath: string): string {
   const segs = pointer(instancePath);

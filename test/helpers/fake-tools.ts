@@ -1,5 +1,5 @@
 /**
- * Stand-in `docker`, `kind` and `kubectl` executables for the cluster-script tests. Each is a small
+ * Stand-in `docker`, `kind`, `kubectl` (and the GPU tools `nvidia-smi`, `nvidia-ctk`, `nvkind`) executables for the cluster-script tests. Each is a small
  * Node script (shebang `#!/usr/bin/env node`) written into a temp dir that goes first on PATH. It
  * records argv and stdin to a JSON-lines log and answers from a JSON scenario: the first rule
  * whose `match` substrings all occur in the argv (and whose state flags fit) answers with its next
@@ -11,7 +11,8 @@ import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export type ToolName = 'docker' | 'kind' | 'kubectl';
+export type ToolName = 'docker' | 'kind' | 'kubectl' | 'nvidia-smi' | 'nvidia-ctk' | 'nvkind';
+const TOOLS: readonly ToolName[] = ['docker', 'kind', 'kubectl', 'nvidia-smi', 'nvidia-ctk', 'nvkind'];
 
 export interface FakeResponse {
   stdout?: string;
@@ -44,7 +45,7 @@ export interface Call {
   tool: ToolName;
   argv: string[];
   stdin: string;
-  /** Content of files named after --config, read when the call was made. */
+  /** Content of files named after --config or --config-template, read when the call was made. */
   files: Record<string, string>;
 }
 
@@ -57,9 +58,9 @@ const argv = process.argv.slice(2);
 const dir = path.dirname(process.argv[1]);
 let stdin = '';
 try { stdin = fs.readFileSync(0, 'utf8'); } catch {}
-// Files passed with --config are read now: the scripts delete their temp files afterwards.
+// Files passed with --config(-template) are read now: the scripts delete their temp files afterwards.
 const files = {};
-argv.forEach((a, i) => { if (argv[i - 1] === '--config' && fs.existsSync(a)) files[a] = fs.readFileSync(a, 'utf8'); });
+argv.forEach((a, i) => { if ((argv[i - 1] === '--config' || argv[i - 1] === '--config-template') && fs.existsSync(a)) files[a] = fs.readFileSync(a, 'utf8'); });
 fs.appendFileSync(path.join(dir, 'calls.jsonl'), JSON.stringify({ tool, argv, stdin, files }) + '\\n');
 const scenario = JSON.parse(fs.readFileSync(path.join(dir, 'scenario.json'), 'utf8'));
 const statePath = path.join(dir, 'state.json');
@@ -108,7 +109,7 @@ export interface FakeTools {
 
 export async function makeFakeTools(scenario: Scenario): Promise<FakeTools> {
   const dir = await mkdtemp(join(tmpdir(), 'densenet-fake-tools-'));
-  for (const tool of ['docker', 'kind', 'kubectl'] as const) {
+  for (const tool of TOOLS) {
     if (scenario.missing?.includes(tool)) continue;
     const file = join(dir, tool);
     await writeFile(file, FAKE_SOURCE);
@@ -151,7 +152,8 @@ export function isMutating(c: Call): boolean {
   const verb = a[0] ?? '';
   if (c.tool === 'kubectl') return ['apply', 'create', 'delete', 'patch', 'replace', 'edit', 'label', 'annotate', 'scale', 'set'].includes(verb);
   if (c.tool === 'kind') return verb === 'create' || verb === 'delete' || verb === 'load';
-  if (c.tool === 'docker') return ['build', 'run', 'rm', 'rmi', 'tag', 'push', 'load', 'import', 'stop'].includes(verb);
+  if (c.tool === 'nvkind') return a.includes('create') || a.includes('delete');
+  if (c.tool === 'docker') return ['build', 'run', 'rm', 'rmi', 'tag', 'push', 'load', 'import', 'stop'].includes(verb) || (verb === 'exec' && a.includes('rm'));
   return false;
 }
 
@@ -200,4 +202,14 @@ export function ksvcJson(opts: { ready: 'True' | 'False' | 'Unknown'; revision?:
       },
     }),
   };
+}
+
+/** EndpointSlices of the Knative webhook Service, with a ready endpoint or not. */
+export function webhookSlices(ready: boolean, set: string[] = []): FakeResponse {
+  return { stdout: JSON.stringify({ items: [{ endpoints: [{ addresses: ['10.244.0.9'], conditions: { ready } }] }] }), set };
+}
+
+/** `kubectl version -o json` of a cluster at this Kubernetes version. */
+export function kubeVersion(server: string): FakeResponse {
+  return { stdout: JSON.stringify({ clientVersion: { gitVersion: 'v1.34.1' }, serverVersion: { gitVersion: server } }) };
 }

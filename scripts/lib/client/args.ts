@@ -1,8 +1,8 @@
 /**
- * Command-line options of `npm run client`, parsed with node:util (no dependency).
- * Usage errors are a ClientUsageError (exit code 2); everything else that fails is exit code 1.
+ * Command-line options of `npm run client`, on the shared parser (scripts/lib/args.ts).
+ * Usage errors exit 2; everything else that fails is exit code 1.
  */
-import { parseArgs } from 'node:util';
+import { UsageError, bool, choice, defineCli, int, num, optInt, optStr, parseOptions } from '../args.js';
 
 export const DEFAULT_URL = 'http://localhost:8080';
 /** Environment default for --url (the README test points it at its own server). */
@@ -33,124 +33,78 @@ export interface ClientOptions {
   help: boolean;
 }
 
-export class ClientUsageError extends Error {
-  override name = 'ClientUsageError';
-}
+/** Usage errors of the client are the shared UsageError (exit code 2). */
+export { UsageError as ClientUsageError } from '../errors.js';
 
-export const HELP = `npm run client -- [options] [image ...]
-
-Checks a densenet-serve server (GET /health, /readyz, /), sends images to POST /predict,
-validates every response against the documented schema and prints the top-k predictions.
-Without image paths it makes its own test images (sharp). Exit code 0 only if everything passed.
-
-Options:
-  --url URL            server base URL (default $${URL_ENV} or ${DEFAULT_URL})
-  --host NAME          Host header, for Kourier without DNS (e.g. densenet.default.127.0.0.1.sslip.io)
-  --token TOKEN        bearer token for a server started with API_TOKEN (default: $API_TOKEN)
-  --topk K             predictions per image, 1..1000 (default 5)
-  --format F           multipart | json | raw (default multipart)
-  --together           send all images in one request (one result per image)
-  --make N             number of self-made images when no paths are given (default 2)
-  --write-image FILE   write a self-made sample image (.jpg/.png/.webp) and exit
-  --wait S             keep polling /readyz up to S seconds while it answers 503 (default 0)
-  --timeout MS         per-request timeout (default 30000)
-  --json               machine-readable output (one JSON document on stdout)
-  --load               load run: --concurrency C (default 4) for --duration S seconds (default 10)
-  --concurrency C      parallel requests in --load
-  --duration S         seconds of --load
-  -h, --help           this text
-
-Examples:
+export const CLI = defineCli({
+  name: 'client',
+  summary:
+    'Checks a densenet-serve server (GET /health, /readyz, /), sends images to POST /predict,\n' +
+    'validates every response against the documented schema and prints the top-k predictions.\n' +
+    'Without image paths it makes its own test images (sharp). Exit code 0 only if everything passed.',
+  positionals: { name: 'IMAGE', help: 'image files to send (default: self-made ones)', min: 0 },
+  options: {
+    url: { type: 'string', help: `server base URL (default $${URL_ENV} or ${DEFAULT_URL})`, valueName: 'URL' },
+    host: { type: 'string', help: 'Host header, for Kourier without DNS (e.g. densenet.default.127.0.0.1.sslip.io)', valueName: 'NAME' },
+    token: { type: 'string', help: 'bearer token for a server started with API_TOKEN (default: $API_TOKEN)', valueName: 'TOKEN' },
+    topk: { type: 'string', help: 'predictions per image, 1..1000', default: '5', valueName: 'K' },
+    format: { type: 'string', help: 'multipart | json | raw', default: 'multipart', valueName: 'F' },
+    together: { type: 'boolean', help: 'send all images in one request (one result per image)' },
+    make: { type: 'string', help: 'number of self-made images when no paths are given', default: '2', valueName: 'N' },
+    'write-image': { type: 'string', help: 'write a self-made sample image (.jpg/.png/.webp) and exit', valueName: 'FILE' },
+    wait: { type: 'string', help: 'keep polling /readyz up to S seconds while it answers 503', default: '0', valueName: 'S' },
+    timeout: { type: 'string', help: 'per-request timeout in ms', default: '30000', valueName: 'MS' },
+    json: { type: 'boolean', help: 'machine-readable output (one JSON document on stdout)' },
+    load: { type: 'boolean', help: 'load run: --concurrency C for --duration S seconds' },
+    concurrency: { type: 'string', help: 'parallel requests in --load (default 4)', valueName: 'C' },
+    duration: { type: 'string', help: 'seconds of --load (default 10)', valueName: 'S' },
+  },
+  details: `Examples:
   npm run client
   npm run client -- cat.jpg dog.png --topk 3
   npm run client -- --load --concurrency 8 --duration 30
   npm run client -- --url http://127.0.0.1:31080 --host densenet.default.127.0.0.1.sslip.io
-`;
-
-function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  if (!/^\d+$/.test(raw.trim())) throw new ClientUsageError(`--${name} must be an integer, got '${raw}'`);
-  const n = Number(raw);
-  if (n < min || n > max) throw new ClientUsageError(`--${name} must be between ${min} and ${max}, got ${n}`);
-  return n;
-}
-
-function numOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new ClientUsageError(`--${name} must be a number between ${min} and ${max}, got '${raw}'`);
-  }
-  return n;
-}
+`,
+});
 
 export function parseClientArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ClientOptions {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      strict: true,
-      options: {
-        url: { type: 'string' },
-        host: { type: 'string' },
-        token: { type: 'string' },
-        topk: { type: 'string' },
-        format: { type: 'string' },
-        together: { type: 'boolean' },
-        make: { type: 'string' },
-        'write-image': { type: 'string' },
-        wait: { type: 'string' },
-        timeout: { type: 'string' },
-        json: { type: 'boolean' },
-        load: { type: 'boolean' },
-        concurrency: { type: 'string' },
-        duration: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (err) {
-    throw new ClientUsageError(`${(err as Error).message} (see --help)`);
-  }
-  const v = parsed.values;
-  const url = v.url ?? (env[URL_ENV] ? env[URL_ENV] : DEFAULT_URL);
+  const p = parseOptions(argv, CLI);
+  const v = p.values as Record<string, string | boolean | undefined>;
+  const url = optStr(p, 'url') ?? (env[URL_ENV] ? env[URL_ENV] : DEFAULT_URL);
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    throw new ClientUsageError(`--url is not a URL: '${url}' (expected e.g. ${DEFAULT_URL})`);
+    throw new UsageError(`--url is not a URL: '${url}' (expected e.g. ${DEFAULT_URL})`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new ClientUsageError(`--url must be http:// or https://, got '${url}'`);
+    throw new UsageError(`--url must be http:// or https://, got '${url}'`);
   }
-  const format = (v.format ?? 'multipart') as SendFormat;
-  if (!['multipart', 'json', 'raw'].includes(format)) {
-    throw new ClientUsageError(`--format must be multipart, json or raw, got '${v.format}'`);
-  }
-  const images = parsed.positionals;
-  const together = v.together ?? false;
-  if (together && format === 'raw') throw new ClientUsageError('--together needs --format multipart or json (a raw body holds one image)');
-  const load = v.load ?? false;
+  const format = choice<SendFormat>(p, 'format', ['multipart', 'json', 'raw']);
+  const together = bool(p, 'together');
+  if (together && format === 'raw') throw new UsageError('--together needs --format multipart or json (a raw body holds one image)');
+  const load = bool(p, 'load');
   if (!load && (v.concurrency !== undefined || v.duration !== undefined)) {
-    throw new ClientUsageError('--concurrency and --duration only apply to --load');
+    throw new UsageError('--concurrency and --duration only apply to --load');
   }
-  const token = v.token ?? (env.API_TOKEN ? env.API_TOKEN : undefined);
+  const token = optStr(p, 'token') ?? (env.API_TOKEN ? env.API_TOKEN : undefined);
+  const writeImage = optStr(p, 'write-image');
   return {
     url: url.replace(/\/+$/, ''),
-    ...(v.host ? { host: v.host } : {}),
+    ...(v.host ? { host: String(v.host) } : {}),
     ...(token ? { token } : {}),
-    topk: intOption('topk', v.topk, 5, 1, 1000),
-    images,
-    make: intOption('make', v.make, 2, 1, 64),
+    topk: int(p, 'topk', 1, 1000),
+    images: p.positionals,
+    make: int(p, 'make', 1, 64),
     format,
     together,
-    json: v.json ?? false,
+    json: bool(p, 'json'),
     load,
-    concurrency: intOption('concurrency', v.concurrency, 4, 1, 1024),
-    durationS: numOption('duration', v.duration, 10, 0.1, 3600),
-    timeoutMs: intOption('timeout', v.timeout, 30000, 1, 3_600_000),
-    waitS: numOption('wait', v.wait, 0, 0, 3600),
-    ...(v['write-image'] ? { writeImage: v['write-image'] } : {}),
-    help: v.help ?? false,
+    concurrency: optInt(p, 'concurrency', 1, 1024) ?? 4,
+    durationS: v.duration === undefined ? 10 : num(p, 'duration', 0.1, 3600),
+    timeoutMs: int(p, 'timeout', 1, 3_600_000),
+    waitS: num(p, 'wait', 0, 3600),
+    ...(writeImage ? { writeImage } : {}),
+    help: p.help,
   };
 }

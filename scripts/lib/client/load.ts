@@ -15,6 +15,8 @@ export interface LoadOptions {
   topk: number;
   /** Called about every 250 ms with a snapshot, for the live progress line. */
   onProgress?: (p: LoadProgress) => void;
+  /** Called with each successful request's latency, ms (the bench pools them over rounds). */
+  onLatency?: (ms: number) => void;
 }
 
 export interface LoadProgress {
@@ -98,6 +100,7 @@ export async function runLoad(client: HttpClient, specs: readonly RequestSpec[],
         try {
           validatePredictResponse(JSON.parse(res.body.toString('utf8')), { topk: opts.topk, batchSize: 1 });
           latencies.push(res.ms);
+          opts.onLatency?.(res.ms);
         } catch (err) {
           fail('INVALID_RESPONSE', (err as Error).message);
         }

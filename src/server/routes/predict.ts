@@ -8,6 +8,7 @@ import { AppError } from '../../errors.js';
 import { errorBody } from '../errors.js';
 import { parseJsonInput, parseMultipartInput, parseRawInput, type InputLimits, type PredictInput } from '../input.js';
 import { softmaxTopk } from '../../predictions.js';
+import { checkPixelBudget } from '../pixel-budget.js';
 import { predictRoute } from '../schemas/predict.js';
 
 export interface RouteOptions {
@@ -35,7 +36,8 @@ export async function predictRoutes(app: FastifyInstance, opts: RouteOptions): P
     const endTimer = ctx.metrics.requestDuration.startTimer({ endpoint: 'predict' });
     let release: (() => void) | undefined;
     try {
-      // Refuse before reading a large body when the model can't take work anyway.
+      // Readiness and room were checked before the body was read (guards.ts); the state may have
+      // changed while it arrived.
       const service = ctx.requireService();
       if (request.validationError) throw request.validationError;
       const limits: InputLimits = {
@@ -45,14 +47,16 @@ export async function predictRoutes(app: FastifyInstance, opts: RouteOptions): P
         numClasses: service.backend.info.numClasses,
       };
       const input = await readInput(request, limits);
+      checkPixelBudget(input.images, config);
       release = service.admit(input.images.length * input.batchSize);
       const labels = service.backend.card.labels;
-      const outcomes = await service.preprocessAll(input.images);
+      const signal = request.clientSignal;
+      const outcomes = await service.preprocessAll(input.images, { startedAt: started, signal });
       const single = input.images.length === 1;
       if (single && !outcomes[0]!.ok) throw outcomes[0]!.error;
       const tensors: Float32Array[] = [];
       for (const o of outcomes) if (o.ok) for (let i = 0; i < input.batchSize; i++) tensors.push(o.tensor);
-      const logits = await service.infer(tensors, started);
+      const logits = await service.infer(tensors, started, signal ?? undefined);
       ctx.metrics.images.inc({ endpoint: 'predict' }, tensors.length);
       ctx.recordOutcome('predict');
       const base = { latency_ms: 0, model_variant: service.backend.card.variant, batch_size: tensors.length };

@@ -6,7 +6,9 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { AppError } from '../../../errors.js';
+import { AppError, quote } from '../../../errors.js';
+import { inferBodyLimit } from '../../../config.js';
+import { checkPixelBudget } from '../../pixel-budget.js';
 import type { InferenceService } from '../../inference.js';
 import { bearer } from '../../openapi.js';
 import { v2Schemas } from '../../schemas/v2.js';
@@ -60,9 +62,9 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
     const service = ctx.service;
     if (!service) throw new AppError('NOT_READY', 'the model is still loading; retry shortly');
     const served = service.backend.card.name;
-    if (name !== served) throw new AppError('MODEL_NOT_FOUND', `model "${name.slice(0, 64)}" not found (this server serves "${served}")`);
+    if (name !== served) throw new AppError('MODEL_NOT_FOUND', `model ${quote(name)} not found (this server serves "${served}")`);
     if (version !== undefined && version !== VERSION) {
-      throw new AppError('MODEL_NOT_FOUND', `model "${served}" has no version "${version.slice(0, 32)}" (versions: ["${VERSION}"])`);
+      throw new AppError('MODEL_NOT_FOUND', `model "${served}" has no version ${quote(version)} (versions: ["${VERSION}"])`);
     }
     return service;
   };
@@ -110,11 +112,9 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
       return ctx.state === 'ready' ? reply.send({ name, ready: true }) : reply.code(400).send({ name, ready: false });
     });
 
-    // Body limit: MAX_BATCH images as JSON numbers, ~24 bytes per float32 printed in full.
-    const inferBodyLimit = Math.max(config.bodyLimit, config.maxBatch * 3 * 224 * 224 * 24 + 65536);
     r.post(
       `${base}/infer`,
-      { schema: { ...v2Schemas.infer(versioned), ...bearer(!!opts.auth) }, attachValidation: true, bodyLimit: inferBodyLimit, ...(opts.auth ? { onRequest: opts.auth } : {}) },
+      { schema: { ...v2Schemas.infer(versioned), ...bearer(!!opts.auth) }, attachValidation: true, bodyLimit: inferBodyLimit(config), ...(opts.auth ? { onRequest: opts.auth } : {}) },
       async (request, reply) => infer(request, reply, request.params.name, version(request.params)),
     );
   }
@@ -134,19 +134,22 @@ export async function v2Routes(app: FastifyInstance, opts: RouteOptions): Promis
       const shape: ModelShape = { c, h, w, numClasses: backend.info.numClasses, maxBatch: config.maxBatch };
       const input = parseInput(body, binaryParts.get(request), shape);
       const wanted = parseOutputs(body, shape);
+      // Aborted when the client leaves (guards.ts): its queued and undecoded work is dropped.
+      const signal = request.clientSignal ?? undefined;
       let tensors: Float32Array[];
       if (input.kind === 'tensor') {
         release = service.admit(input.tensors.length);
         tensors = input.tensors;
       } else {
+        checkPixelBudget(input.images, config);
         release = service.admit(input.images.length);
-        const outcomes = await service.preprocessAll(input.images);
+        const outcomes = await service.preprocessAll(input.images, { startedAt: started, signal });
         tensors = outcomes.map((o) => {
           if (!o.ok) throw o.error;
           return o.tensor;
         });
       }
-      const logits = await service.infer(tensors, started);
+      const logits = await service.infer(tensors, started, signal);
       ctx.metrics.images.inc({ endpoint: 'v2_infer' }, tensors.length);
       ctx.recordOutcome('v2_infer');
       const { outputs, binary } = buildOutputs(logits, wanted, backend.card.labels);

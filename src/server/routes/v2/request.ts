@@ -6,8 +6,8 @@
  * "classification": N on an FP32 output.
  */
 import type { Static } from 'typebox';
+import { quote } from '../../../errors.js';
 import type { InferRequest } from '../../schemas/v2.js';
-import { show } from '../../validation.js';
 import { bad, bytesFromBinary, bytesFromData, tensorFromBinary, tensorFromData } from './tensors.js';
 
 export type InferRequestBody = Static<typeof InferRequest>;
@@ -40,9 +40,9 @@ const list = (o: object): string => Object.keys(o).map((k) => `"${k}"`).join(', 
 export function parseInput(body: InferRequestBody, tail: Buffer | undefined, m: ModelShape): ParsedInput {
   if (body.inputs.length !== 1) throw bad(`send exactly one input (${list(INPUTS)}), got ${body.inputs.length}`);
   const inp = body.inputs[0]!;
-  if (!Object.hasOwn(INPUTS, inp.name)) throw bad(`unknown input ${show(inp.name)}: this model takes ${list(INPUTS)}`);
+  if (!Object.hasOwn(INPUTS, inp.name)) throw bad(`unknown input ${quote(inp.name)}: this model takes ${list(INPUTS)}`);
   const name = inp.name as keyof typeof INPUTS;
-  if (inp.datatype !== INPUTS[name]) throw bad(`input "${name}" must be ${INPUTS[name]}, got ${show(inp.datatype)}`);
+  if (inp.datatype !== INPUTS[name]) throw bad(`input "${name}" must be ${INPUTS[name]}, got ${quote(inp.datatype)}`);
   const size = inp.parameters?.binary_data_size as number | undefined;
   const binary = size !== undefined;
   if (binary && inp.data !== undefined) throw bad(`input "${name}" has both "data" and binary_data_size`);
@@ -55,16 +55,16 @@ export function parseInput(body: InferRequestBody, tail: Buffer | undefined, m: 
   const bytes = binary ? tail!.subarray(0, size) : undefined;
   const shape = inp.shape;
   const n = shape[0] ?? 0;
-  if (n < 1 || n > m.maxBatch) throw bad(`batch dimension N of input "${name}" must be in 1..${m.maxBatch} (MAX_BATCH), got ${show(shape[0])}`);
+  if (n < 1 || n > m.maxBatch) throw bad(`batch dimension N of input "${name}" must be in 1..${m.maxBatch} (MAX_BATCH), got ${quote(shape[0])}`);
 
   if (name === 'input') {
     const want = `[N,${m.c},${m.h},${m.w}]`;
-    if (shape.length !== 4 || shape[1] !== m.c || shape[2] !== m.h || shape[3] !== m.w) throw bad(`input "input" shape must be ${want}, got ${show(shape)}`);
+    if (shape.length !== 4 || shape[1] !== m.c || shape[2] !== m.h || shape[3] !== m.w) throw bad(`input "input" shape must be ${want}, got ${quote(shape)}`);
     const flat = bytes ? tensorFromBinary(bytes, n * m.c * m.h * m.w, name) : tensorFromData(inp.data, shape, name);
     const per = m.c * m.h * m.w;
     return { kind: 'tensor', tensors: Array.from({ length: n }, (_, i) => flat.subarray(i * per, (i + 1) * per)) };
   }
-  if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) throw bad(`input "image" shape must be [N] or [N,1], got ${show(shape)}`);
+  if (!(shape.length === 1 || (shape.length === 2 && shape[1] === 1))) throw bad(`input "image" shape must be [N] or [N,1], got ${quote(shape)}`);
   return { kind: 'image', images: bytes ? bytesFromBinary(bytes, n, name) : bytesFromData(inp.data, n, name) };
 }
 
@@ -74,7 +74,7 @@ export function parseOutputs(body: InferRequestBody, m: ModelShape): OutputReque
   if (!body.outputs) return DEFAULT_OUTPUTS.map((name) => ({ name, binary: allBinary }));
   const seen = new Set<string>();
   return body.outputs.map((o) => {
-    if (!Object.hasOwn(OUTPUTS, o.name)) throw bad(`unknown output ${show(o.name)}: this model has ${list(OUTPUTS)}`);
+    if (!Object.hasOwn(OUTPUTS, o.name)) throw bad(`unknown output ${quote(o.name)}: this model has ${list(OUTPUTS)}`);
     if (seen.has(o.name)) throw bad(`output "${o.name}" is requested twice`);
     seen.add(o.name);
     const name = o.name as OutputName;

@@ -5,9 +5,8 @@
  * finite as a double, Infinity as a float). Node runs little-endian on every platform it ships
  * for, so FP32 bytes are copied as they are.
  */
-import { AppError } from '../../../errors.js';
+import { AppError, quote } from '../../../errors.js';
 import { decodeBase64 } from '../../input.js';
-import { show } from '../../validation.js';
 
 export const bad = (message: string): AppError => new AppError('INVALID_INFER_REQUEST', message);
 
@@ -18,9 +17,9 @@ export function tensorFromData(data: unknown, shape: readonly number[], name: st
   const out = new Float32Array(total);
   let pos = 0;
   const put = (v: unknown): void => {
-    if (typeof v !== 'number') throw bad(`input "${name}": data element ${pos} is not a number: ${show(v)}`);
+    if (typeof v !== 'number') throw bad(`input "${name}": data element ${pos} is not a number: ${quote(v)}`);
     out[pos] = v;
-    if (!Number.isFinite(out[pos])) throw bad(`input "${name}": data element ${pos} (${show(v)}) is not a finite FP32 number`);
+    if (!Number.isFinite(out[pos])) throw bad(`input "${name}": data element ${pos} (${quote(v)}) is not a finite FP32 number`);
     pos++;
   };
   if (data.length === total && (total === 0 || !Array.isArray(data[0]))) {
