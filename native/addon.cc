@@ -227,11 +227,13 @@ class WarmupJob : public PromiseJob {
   std::vector<int64_t> sizes_;
 };
 
-// Hands the heap's free pages back to the system (glibc keeps them otherwise; see the
-// GLIBC_TUNABLES trade-off in docs/design.md). Called by JS once the model has been idle a while.
+// On one instance (between its forwards): unmaps that thread's cached forward buffers, then
+// hands the heap's free pages back to the system (glibc keeps them otherwise; see docs/design.md,
+// "Memory"). JS runs it on every instance once the model has been idle a while.
 class TrimJob : public PromiseJob {
  protected:
-  Completion* compute(InstanceContext&) override {
+  Completion* compute(InstanceContext& ctx) override {
+    if (ctx.engine) ctx.engine->releaseThreadMemory();
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
@@ -421,7 +423,13 @@ class Model : public Napi::ObjectWrap<Model> {
     return submit<ForwardJob>(env, InstancePool::kAnyInstance, std::move(buffer), std::move(shape));
   }
 
-  Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) { return submit<TrimJob>(info.Env(), InstancePool::kAnyInstance); }
+  Napi::Value ReleaseMemory(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "releaseMemory(instance: number)");
+    const int instance = info[0].As<Napi::Number>().Int32Value();
+    if (instance < 0) throw Napi::RangeError::New(env, "instance must be >= 0");
+    return submit<TrimJob>(env, instance);
+  }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -7,9 +7,9 @@
 //     and conv + bias are oneDNN post-ops; a transition pools before its 1x1 convolution.
 //
 // Re-entrant: forward() may run concurrently on several threads (each with its own OpenMP
-// team). Weights are read-only after load; each call allocates its own buffers and oneDNN
-// scratchpad; the plans (primitives per input shape and thread count) are built once under a
-// mutex and then only read.
+// team). Weights are read-only after load; each call uses its thread's own workspace for its
+// buffers and oneDNN scratchpad; the plans (primitives per input shape and thread count) are
+// built once under a mutex and then only read.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,6 +44,10 @@ class DenseExecutor {
 
   // "dense_executor(<blocks> blocks, <layers> layers[, bf16])".
   std::string summary() const;
+
+  // Unmaps the calling thread's forward buffers (kept from call to call otherwise). Call it on
+  // each inference thread when the model is idle.
+  static void releaseThreadWorkspace();
 
  private:
   struct Impl;

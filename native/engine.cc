@@ -326,6 +326,8 @@ Engine::~Engine() = default;
 
 const EngineInfo& Engine::info() const { return impl_->info; }
 
+void Engine::releaseThreadMemory() const { DenseExecutor::releaseThreadWorkspace(); }
+
 void Engine::attachThread() const { at::set_num_threads(impl_->info.threads); }
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {

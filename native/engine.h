@@ -79,6 +79,10 @@ class Engine {
   // thread an OpenMP team of info().threads (libgomp keeps the team size per thread).
   void attachThread() const;
 
+  // On an inference thread while it runs no forward: hands that thread's cached forward buffers
+  // back to the system.
+  void releaseThreadMemory() const;
+
  private:
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);

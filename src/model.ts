@@ -232,7 +232,7 @@ export class Model {
    */
   async releaseMemory(): Promise<void> {
     if (this.disposed) return;
-    await this.#call(() => this.#native.releaseMemory());
+    await this.#call(() => Promise.all(Array.from({ length: this.info.instances }, (_, i) => this.#native.releaseMemory(i))));
   }
 
   /**

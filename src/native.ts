@@ -60,8 +60,8 @@ export interface NativeModel {
   /** On the given instance, or on whichever is free. */
   warmup(batchSizes: number[], instance?: number): Promise<NativeWarmupResult>;
   forward(input: Float32Array, shape: number[]): Promise<NativeForwardResult>;
-  /** Returns the allocator's free pages to the system (malloc_trim), on an inference thread. */
-  releaseMemory(): Promise<void>;
+  /** On that instance's thread: frees its cached forward buffers, then malloc_trim. */
+  releaseMemory(instance: number): Promise<void>;
   /** Stops the threads; resolves once none of them runs torch code any more. */
   dispose(): Promise<void>;
   readonly disposed: boolean;

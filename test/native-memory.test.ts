@@ -52,3 +52,23 @@ torch.jit.script(Mean()).save(${JSON.stringify(path)})
   const grown = (rss() - before) / MB;
   t.ok(grown < 64, `RSS grew ${grown.toFixed(1)} MB over 3000 forwards`);
 });
+
+t.test('releaseMemory(): the forward buffers of every instance go back to the system', async (t) => {
+  const { modelPath } = await ensureDefaultModel();
+  const model = await Model.load(modelPath, { instances: 2, threads: 1 });
+  t.teardown(() => model.dispose());
+  const x = seededInput(8 * 3 * 224 * 224, 7);
+  await model.releaseMemory();
+  await settle();
+  const idle = rss();
+  await Promise.all([model.forward(x, [8, 3, 224, 224]), model.forward(x, [8, 3, 224, 224])]);
+  await settle();
+  const busy = rss();
+  t.ok(busy - idle > 60 * MB, `two b8 forwards keep their buffers: +${((busy - idle) / MB).toFixed(0)} MB`);
+  await model.releaseMemory();
+  await settle();
+  const after = rss();
+  t.ok(after - idle < 30 * MB, `released: ${((after - idle) / MB).toFixed(0)} MB above idle (was +${((busy - idle) / MB).toFixed(0)} MB)`);
+  const again = await model.forward(x.subarray(0, 3 * 224 * 224), [1, 3, 224, 224]);
+  t.same(again.shape, [1, 1000], 'the model works after the release');
+});
