@@ -248,7 +248,7 @@ function device(env: Env): Device {
  */
 export function loadConfig(env: Env = process.env, machine: Host = detectHost()): Config {
   const cores = machine.cpus;
-  const maxBatch = int(env, 'MAX_BATCH', 8, 1, 256);
+  const maxBatch = int(env, 'MAX_BATCH', 4, 1, 256);
   const logLevel = oneOf<LogLevel>(env, 'LOG_LEVEL', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
   const apiToken = raw(env, 'API_TOKEN');
   if (apiToken !== undefined && apiToken.length < 8) {

@@ -6,7 +6,7 @@ t.test('defaults', async (t) => {
   const c = loadConfig({});
   t.equal(c.port, 8080);
   t.equal(c.host, '0.0.0.0');
-  t.equal(c.maxBatch, 8);
+  t.equal(c.maxBatch, 4);
   t.equal(c.batchWindowMs, 50);
   t.equal(c.preprocessDuringForward, 'auto');
   t.ok(c.bodyLimit >= 8 * 1024 * 1024, 'body limit default >= 8 MiB');

@@ -188,7 +188,7 @@ t.test('GET / shows model, weights, batching, endpoints, version', async (t) => 
   t.equal(body.model.weights, 'random-init (not trained)');
   t.equal(body.model.random_init, true);
   t.equal(body.model.device, 'cpu');
-  t.equal(body.batching.max_batch, 8);
+  t.equal(body.batching.max_batch, 4);
   t.equal(body.batching.batch_window_ms, 50);
   t.equal(body.preprocessing.workers, os.availableParallelism(), 'PREPROCESS_CONCURRENCY default');
   // The fake model runs on 1 thread: the other CPUs may decode during its forward.
