@@ -6,24 +6,18 @@
  */
 import t from 'tap';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { run } from '../scripts/lib/exec.js';
 import { Model } from '../src/model.js';
 import { ensureDefaultModel } from './helpers/model.js';
-import { ROOT, maxAbsDiff, seededInput } from './helpers/native.js';
+import { ROOT, gypWorkdir, maxAbsDiff, seededInput } from './helpers/native.js';
 
 t.setTimeout(20 * 60 * 1000);
 
 t.test('node-gyp builds the same sources and the addon it makes gives the same logits', async (t) => {
   const { modelPath } = await ensureDefaultModel();
-  const dir = await mkdtemp(join(tmpdir(), 'densenet-gyp-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await cp(join(ROOT, 'native'), join(dir, 'native'), { recursive: true });
-  await cp(join(ROOT, 'binding.gyp'), join(dir, 'binding.gyp'));
-  await cp(join(ROOT, 'package.json'), join(dir, 'package.json'));
-  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  const dir = await gypWorkdir(t, 'densenet-gyp-');
 
   // Node's own headers (Debian: /usr/include/node), so node-gyp never tries to download them.
   const nodedir = dirname(dirname(process.execPath));

@@ -6,7 +6,7 @@
  * addon; and the node-gyp target builds the same code.
  */
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import t from 'tap';
@@ -16,7 +16,7 @@ import { findTorchPython } from '../scripts/lib/python.js';
 import { imageAddonPath, loadImageAddon } from '../src/native.js';
 import { centerCropOffsets, preprocess, resizedSize, type PreprocessSpec } from '../src/preprocess.js';
 import { makeImage, sceneRGB, type ImageKind } from './helpers/images.js';
-import { ROOT } from './helpers/native.js';
+import { ROOT, gypWorkdir } from './helpers/native.js';
 import { normalizeToChw, resampleCrop } from './helpers/resample.js';
 
 const addon = loadImageAddon();
@@ -142,12 +142,7 @@ t.test('the addon does not link libtorch', async (t) => {
 });
 
 t.test('the node-gyp target builds the same addon', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'densenet-image-gyp-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  await cp(join(ROOT, 'native'), join(dir, 'native'), { recursive: true });
-  await cp(join(ROOT, 'binding.gyp'), join(dir, 'binding.gyp'));
-  await cp(join(ROOT, 'package.json'), join(dir, 'package.json'));
-  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  const dir = await gypWorkdir(t, 'densenet-image-gyp-');
   const nodedir = dirname(dirname(process.execPath));
   // Only this target: the libtorch one is built by test/native-gyp.test.ts.
   await run(join(ROOT, 'node_modules', '.bin', 'node-gyp'), ['configure', `--nodedir=${nodedir}`], { cwd: dir, quiet: true });

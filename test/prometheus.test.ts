@@ -18,11 +18,11 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { freePort } from '../scripts/lib/bench/servers.js';
 import { run } from '../scripts/lib/exec.js';
 import { makeImage } from './helpers/images.js';
 import { startServer } from './helpers/server.js';
@@ -37,15 +37,6 @@ const PROMTOOL_HINT = 'install Debian prometheus: npm run setup -- --test';
 const server = await startServer({ maxBatch: 2 });
 t.teardown(() => server.close());
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
 
 const img = await makeImage('jpeg', { seed: 1, width: 320, height: 240 });
 const predict = async () => {

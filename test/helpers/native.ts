@@ -2,7 +2,7 @@
  * Helpers for the native addon tests: seeded inputs, the Python/PyTorch reference forward
  * (scripts/torch_forward.py under the interpreter that has torch), and comparisons.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,4 +86,18 @@ export async function pythonRun(code: string): Promise<string> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A temporary copy of what node-gyp builds from (native/, binding.gyp, package.json, and a link to
+ * node_modules), removed when the test ends.
+ */
+export async function gypWorkdir(t: { teardown(fn: () => unknown): void }, prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await cp(join(ROOT, 'native'), join(dir, 'native'), { recursive: true });
+  await cp(join(ROOT, 'binding.gyp'), join(dir, 'binding.gyp'));
+  await cp(join(ROOT, 'package.json'), join(dir, 'package.json'));
+  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return dir;
 }
