@@ -34,10 +34,11 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { GLIBC_TUNABLES } from '../src/config.js';
 import { cpuHasAvx512Bf16 } from '../src/device.js';
 import { Model, type LoadOptions } from '../src/model.js';
+import { UsageError, defineCli, optInt, str } from './lib/args.js';
+import { describeFailure, runMain } from './lib/cli.js';
 import { formatCommand, run } from './lib/exec.js';
 import { findTorchPython } from './lib/python.js';
 import { median } from './lib/stats.js';
@@ -47,34 +48,53 @@ const DRIVER = join(ROOT, 'build', 'Release', 'densenet_bench');
 const TORCH_PY = join(ROOT, 'scripts', 'torch_forward.py');
 const EXPORT_PY = join(ROOT, 'models', 'export.py');
 
-const { values: opt } = parseArgs({
+const CLI = defineCli({
+  name: 'bench:model',
+  summary:
+    'The model alone, paired in one run: the addon, the plain C++ driver (plain graph and DenseNet executor), ' +
+    'Python torch and onnxruntime-node, rounds alternating; then each optimisation step against the previous one.',
   options: {
-    quick: { type: 'boolean', default: false },
-    model: { type: 'string', default: join(ROOT, 'models', 'densenet121.pt') },
-    threads: { type: 'string' },
-    rounds: { type: 'string' },
-    'no-python': { type: 'boolean', default: false },
-    'no-steps': { type: 'boolean', default: false },
-    'steps-only': { type: 'boolean', default: false },
-    'no-tunables': { type: 'boolean', default: false },
-    'no-onnx': { type: 'boolean', default: false },
-    onnx: { type: 'string' },
-    batches: { type: 'string', default: '1,8' },
-    profile: { type: 'boolean', default: false },
-    'serve-onnx': { type: 'string' },
-    cpu: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
+    quick: { type: 'boolean', help: 'fewer rounds (4)' },
+    model: { type: 'string', help: 'TorchScript model file', default: join(ROOT, 'models', 'densenet121.pt'), valueName: 'file' },
+    threads: { type: 'string', help: 'intra-op threads for every contender (default: all CPUs; 1 with --cpu)', valueName: 'n' },
+    rounds: { type: 'string', help: 'rounds (default 12, 4 with --quick)', valueName: 'n' },
+    batches: { type: 'string', help: 'comma-separated batch sizes', default: '1,8', valueName: 'list' },
+    'no-python': { type: 'boolean', help: 'leave Python torch out' },
+    'no-onnx': { type: 'boolean', help: 'leave onnxruntime-node out' },
+    onnx: { type: 'string', help: 'an ONNX export of the same model (default: made with models/export.py --onnx-from)', valueName: 'file' },
+    'no-steps': { type: 'boolean', help: 'skip the optimisation steps' },
+    'steps-only': { type: 'boolean', help: 'only the optimisation steps' },
+    'no-tunables': { type: 'boolean', help: 'keep the environment as it is (no GLIBC_TUNABLES)' },
+    profile: { type: 'boolean', help: 'also print the op profiles (torch profiler, executor steps)' },
+    cpu: { type: 'boolean', help: 'compare process CPU time per forward instead of wall time (robust to a busy machine)' },
+    'serve-onnx': { type: 'string', help: '(internal) serve onnxruntime forwards on stdin for the parent run', valueName: 'file' },
   },
 });
-if (opt.help) {
-  process.stdout.write(
-    'Usage: npm run bench:model -- [--quick] [--model models/densenet121.pt] [--threads N] [--rounds R]\n' +
-      '         [--batches 1,8] [--no-python] [--no-onnx | --onnx FILE] [--no-steps | --steps-only] [--no-tunables] [--profile]\n' +
-      '  --onnx FILE: an ONNX export of the same model (default: made with models/export.py --onnx-from)\n' +
-      '  --cpu: compare process CPU time per forward instead of wall time (default --threads 1: robust to a busy machine)\n',
-  );
-  process.exit(0);
-}
+
+const parsed = (() => {
+  try {
+    return CLI.parse(process.argv.slice(2));
+  } catch (err) {
+    const f = describeFailure(err);
+    process.stderr.write(`${CLI.name}: ${f.line}\n`);
+    process.exit(f.exitCode);
+  }
+})();
+if (!parsed) process.exit(0);
+const opt = parsed.values as Record<string, string | boolean | undefined>;
+const usage = (() => {
+  try {
+    const batchList = str(parsed, 'batches').split(',');
+    if (!batchList.every((b) => /^\d+$/.test(b) && Number(b) >= 1 && Number(b) <= 256)) {
+      throw new UsageError(`--batches must be a comma-separated list of integers between 1 and 256, got '${str(parsed, 'batches')}'`);
+    }
+    return { threads: optInt(parsed, 'threads', 1, 1024), rounds: optInt(parsed, 'rounds', 1, 1000), batches: batchList.map(Number) };
+  } catch (err) {
+    const f = describeFailure(err);
+    process.stderr.write(`${CLI.name}: ${f.line}\n`);
+    process.exit(f.exitCode);
+  }
+})();
 
 // GLIBC_TUNABLES only acts at process start: re-execute once with it set.
 if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
@@ -88,12 +108,12 @@ if (!opt['no-tunables'] && process.env.GLIBC_TUNABLES === undefined) {
   process.exit(r.exitCode);
 }
 
-const threads = Number(opt.threads ?? (opt.cpu ? 1 : availableParallelism()));
+const threads = usage.threads ?? (opt.cpu ? 1 : availableParallelism());
 /** What a runner reports per forward: wall-clock ms, or (--cpu) the process's CPU ms. */
 const metric = opt.cpu ? 'cpu' : 'wall';
-const batches = opt.batches!.split(',').map(Number);
-const rounds = Number(opt.rounds ?? (opt.quick ? 4 : 12));
-const modelPath = resolve(opt.model!);
+const batches = usage.batches;
+const rounds = usage.rounds ?? (opt.quick ? 4 : 12);
+const modelPath = resolve(String(opt.model));
 const childEnv = { ...process.env };
 
 /** One contender: runs `iters` forwards at batch `b`, returns ms per forward. */
@@ -246,7 +266,7 @@ async function ortRunner(python: string | undefined, dir: string, reference: Mod
     console.log('onnxruntime-node is not installed (optional devDependency): onnxruntime comparison skipped');
     return undefined;
   }
-  const onnx = opt.onnx ? resolve(opt.onnx) : join(dir, 'densenet.onnx');
+  const onnx = typeof opt.onnx === 'string' ? resolve(opt.onnx) : join(dir, 'densenet.onnx');
   if (!opt.onnx) {
     if (!python) {
       console.log('no Python with torch to export the ONNX file (or pass --onnx FILE): onnxruntime comparison skipped');
@@ -450,5 +470,5 @@ async function profile(python: string | undefined): Promise<void> {
   }
 }
 
-if (opt['serve-onnx']) await serveOnnx(opt['serve-onnx']);
-else await main();
+if (typeof opt['serve-onnx'] === 'string') await serveOnnx(opt['serve-onnx']);
+else await runMain(CLI.name, main);
