@@ -235,7 +235,7 @@ class TrimJob : public PromiseJob {
   Completion* compute(InstanceContext& ctx) override {
     if (ctx.engine) ctx.engine->releaseThreadMemory();
 #ifdef __GLIBC__
-    malloc_trim(0);
+    if (ctx.index == 0) malloc_trim(0);  // one arena walk is enough; concurrent ones would queue on its lock
 #endif
     return make(Completion::Kind::Trimmed);
   }
@@ -465,7 +465,8 @@ void callJs(Napi::Env env, Napi::Function, Core* core, Completion* raw) {
   if (env == nullptr || core == nullptr) return;  // TSFN torn down: nothing to answer any more
   try {
     settle(env, core, *c);
-  } catch (const Napi::Error&) {
+  } catch (...) {
+    // Napi::Error during teardown, or std::bad_alloc: nothing may escape to the TSFN trampoline.
   }
 }
 
@@ -516,6 +517,13 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   static std::once_flag once;
   std::call_once(once, [] { std::atexit(atExit); });
   exports.Set("Model", Model::Init(env));
+  // src/native.ts calls this from process.on('exit'): it runs before any C/C++ exit handler, so
+  // every inference thread has stopped before libtorch's statics are destroyed, whichever were
+  // created last.
+  exports.Set("stopAll", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                atExit();
+                return info.Env().Undefined();
+              }));
   return exports;
 }
 

@@ -297,8 +297,9 @@ export class Batcher {
       (logits) => this.finish(batch, padded, started, logits, undefined),
       (err: unknown) => this.finish(batch, padded, started, undefined, err),
     );
-    // Another instance may be free for what is still queued.
-    this.schedule();
+    // The rest of the share goes to the next free instance now, not after another window.
+    if (this.running < this.concurrency && this.queued > 0) this.dispatch();
+    else this.schedule();
   }
 
   private finish(batch: Entry[], padded: number, started: number, logits: Float32Array | undefined, err: unknown): void {

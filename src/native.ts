@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 
 /** Options the native side understands (src/model.ts validates them first). */
 export interface NativeLoadOptions {
@@ -71,6 +72,8 @@ export interface NativeModel {
 
 export interface NativeAddon {
   Model: new () => NativeModel;
+  /** Stops and joins every model's inference threads (registered on process 'exit'). */
+  stopAll(): void;
 }
 
 /** How resizeCropNormalize reads its pixels: RGB, or CMYK ink converted with PIL's formula. */
@@ -145,8 +148,16 @@ function load<T>(path: string): T {
 }
 
 /** Loads the libtorch addon once. Throws NativeLoadError with advice. */
+let exitHook = false;
+
 export function loadNative(): NativeAddon {
-  return load<NativeAddon>(addonPath);
+  const addon = load<NativeAddon>(addonPath);
+  if (!exitHook && isMainThread) {
+    exitHook = true;
+    // Runs on every process.exit() path before C/C++ exit handlers (native/addon.cc, stopAll).
+    process.on('exit', () => addon.stopAll());
+  }
+  return addon;
 }
 
 /** Loads the image addon once per thread. Throws NativeLoadError with advice. */

@@ -46,3 +46,33 @@ t.test('SIGINT on an idle server exits 0 too', async (t) => {
   t.teardown(() => server.stop('SIGKILL'));
   t.equal(await server.stop('SIGINT'), 0);
 });
+
+t.test('SIGTERM while the model loads or warms up: exit 0 once its threads have stopped, never a crash', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { once } = await import('node:events');
+  const { GLIBC_TUNABLES } = await import('../src/config.js');
+  const { ensureDefaultModel } = await import('./helpers/model.js');
+  const { modelPath } = await ensureDefaultModel();
+  // At "listening" the model has not been loaded yet; at "model loaded" the warm-up is starting.
+  for (const after of ['Server listening', '"msg":"model loaded"']) {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server/main.ts'], {
+      env: { ...process.env, GLIBC_TUNABLES, HOST: '127.0.0.1', PORT: '0', MODEL_PATH: modelPath, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const exited = once(child, 'exit');
+    let reached: () => void = () => undefined;
+    const seen = new Promise<void>((resolve) => (reached = resolve));
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes(after)) reached();
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    await seen;
+    child.kill('SIGTERM');
+    const [code, signal] = (await exited) as [number | null, string | null];
+    t.equal(signal, null, `signalled at ${after}: not killed by a signal (${out.slice(-300)})`);
+    t.equal(code, 0, `signalled at ${after}: exit 0`);
+    t.match(out, /drained; exiting 0/);
+  }
+});

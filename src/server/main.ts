@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { buildApp } from './app.js';
+import type { InferenceBackend } from './backend.js';
 
 function version(): string {
   try {
@@ -45,6 +46,9 @@ async function main(): Promise<void> {
   const { ctx } = app;
 
   let stopping = false;
+  // The model being loaded, if a signal arrives before it is attached: released before exit, so
+  // no inference thread still runs torch code when the process exits.
+  let loading: Promise<InferenceBackend> | undefined;
   const stop = (signal: string): void => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now without draining');
@@ -59,16 +63,21 @@ async function main(): Promise<void> {
     deadline.unref();
     // app.close() runs the app's preClose/onClose hooks: readiness 503, listener closed, every
     // in-flight response sent, batcher drained, model released (src/server/app.ts).
-    app.close().then(
-      () => {
-        log.info('drained; exiting 0');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        log.error({ err }, 'error while draining');
-        process.exit(1);
-      },
-    );
+    app
+      .close()
+      .then(async () => {
+        if (!ctx.service && loading) await (await loading.catch(() => undefined))?.dispose();
+      })
+      .then(
+        () => {
+          log.info('drained; exiting 0');
+          process.exit(0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'error while draining');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -78,30 +87,34 @@ async function main(): Promise<void> {
   const { loadBackend } = await import('./load.js');
   let backend;
   try {
-    backend = await loadBackend(config);
+    loading = loadBackend(config);
+    backend = await loading;
   } catch (err) {
     log.fatal({ err }, `could not load the model from MODEL_PATH=${config.modelPath}`);
     process.exit(1);
   }
-  if (stopping) {
-    await backend.dispose();
-    return;
-  }
+  if (stopping) return; // stop() releases it
   const service = ctx.attach(backend, { cold: true });
   log.info({ model: backend.card.name, variant: backend.card.variant, weights: backend.card.weights, ...backend.info }, 'model loaded');
-  const warm = await service.warmup();
+  let warm;
+  try {
+    warm = await service.warmup();
+  } catch (err) {
+    if (stopping) return; // the model was released under the warm-up: a shutdown, not a failure
+    throw err;
+  }
+  warm.background.then(
+    () => log.info({ batchSizes: service.batcher.batchSizes }, 'every batch size warmed up'),
+    (err: unknown) => {
+      if (!stopping) log.error({ err, batchSizes: service.batcher.batchSizes }, 'background warm-up failed; serving the sizes already warm');
+    },
+  );
   ctx.metrics.modelWarmup.set(warm.seconds);
   if (stopping) return;
   ctx.markReady();
   log.info(
     { startupSeconds: process.uptime(), startupCpuSeconds: cpuSeconds(), warmupSeconds: warm.seconds, instances: backend.info.instances, maxBatch: config.maxBatch, batchWindowMs: config.batchWindowMs },
     'ready',
-  );
-  warm.background.then(
-    () => log.info({ batchSizes: service.batcher.batchSizes }, 'every batch size warmed up'),
-    (err: unknown) => {
-      if (!stopping) log.error({ err, batchSizes: service.batcher.batchSizes }, 'background warm-up failed; serving the sizes already warm');
-    },
   );
 }
 
