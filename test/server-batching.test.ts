@@ -10,7 +10,9 @@ import { startServer } from './helpers/server.js';
 import { softmaxTopk } from '../src/predictions.js';
 
 // queueLimit 4 + maxBatch 4: at most 8 images admitted at once (see InferenceService.admit).
-const server = await startServer({ maxBatch: 4, queueLimit: 4, batchWindowMs: 20 });
+// One instance: requests that arrive while it computes must form batches (with two, a lone
+// request often finds a free instance; instances have their own tests).
+const server = await startServer({ maxBatch: 4, queueLimit: 4, batchWindowMs: 20, instances: 1 });
 t.teardown(() => server.close());
 const backend = server.app.ctx.service!.backend;
 

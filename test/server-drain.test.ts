@@ -3,7 +3,11 @@
  * process exits 0 and says it drained. The server is a child process (`node --import tsx
  * src/server/main.ts`), the way it runs in production.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import t from 'tap';
+import { GLIBC_TUNABLES } from '../src/config.js';
+import { ensureDefaultModel } from './helpers/model.js';
 import { makeImage } from './helpers/images.js';
 import { spawnServer } from './helpers/server.js';
 
@@ -48,10 +52,6 @@ t.test('SIGINT on an idle server exits 0 too', async (t) => {
 });
 
 t.test('SIGTERM while the model loads or warms up: exit 0 once its threads have stopped, never a crash', async (t) => {
-  const { spawn } = await import('node:child_process');
-  const { once } = await import('node:events');
-  const { GLIBC_TUNABLES } = await import('../src/config.js');
-  const { ensureDefaultModel } = await import('./helpers/model.js');
   const { modelPath } = await ensureDefaultModel();
   // At "listening" the model has not been loaded yet; at "model loaded" the warm-up is starting.
   for (const after of ['Server listening', '"msg":"model loaded"']) {

@@ -46,14 +46,20 @@ export function registerGuards(app: FastifyInstance): GuardState {
   // After the route's own onRequest hooks (auth), before any byte of the body is read.
   app.addHook('preParsing', async (request, reply) => {
     if (!isInference(request)) return;
-    const service = ctx.requireService();
-    const limit = ctx.config.maxConcurrentRequests;
-    if (state.inFlight >= limit) {
-      throw new AppError('QUEUE_FULL', `server busy: ${state.inFlight} requests in progress (MAX_CONCURRENT_REQUESTS ${limit}); retry later`, {
-        retryAfter: service.batcher.retryAfterSeconds(),
-      });
+    try {
+      const service = ctx.requireService();
+      const limit = ctx.config.maxConcurrentRequests;
+      if (state.inFlight >= limit) {
+        throw new AppError('QUEUE_FULL', `server busy: ${state.inFlight} requests in progress (MAX_CONCURRENT_REQUESTS ${limit}); retry later`, {
+          retryAfter: service.batcher.retryAfterSeconds(),
+        });
+      }
+      service.checkRoom(1);
+    } catch (err) {
+      // Refused before the route ran: counted here, as the route counts its own outcomes.
+      ctx.recordOutcome(request.routeOptions.url === '/predict' ? 'predict' : 'v2_infer', err);
+      throw err;
     }
-    service.checkRoom(1);
     state.inFlight++;
     let released = false;
     const release = (): void => {
