@@ -31,7 +31,7 @@ class Workspace {
  public:
   ~Workspace() { release(); }
   // Points parts[i] at sizes[i] bytes each (64-byte aligned), growing the mapping if needed.
-  void carve(const size_t (&sizes)[5], char* (&parts)[5]) {
+  void carve(const size_t (&sizes)[4], char* (&parts)[4]) {
     size_t total = 0;
     for (size_t s : sizes) total += (std::max<size_t>(s, 64) + 63) / 64 * 64;
     if (total > size_) {
@@ -42,7 +42,7 @@ class Workspace {
       size_ = total;
     }
     char* at = base_;
-    for (size_t i = 0; i < 5; ++i) {
+    for (size_t i = 0; i < 4; ++i) {
       parts[i] = at;
       at += (std::max<size_t>(sizes[i], 64) + 63) / 64 * 64;
     }
@@ -96,8 +96,10 @@ struct Plan {
   int64_t n = 0;
   Step conv0, pool0, fc;
   std::vector<BlockPlan> blocks;
-  // Per forward: two block buffers (ping-pong), two temporaries (sizes in activations), scratchpad.
-  size_t featSize[2] = {0, 0}, tmpASize = 0, tmpBSize = 0, scratchBytes = 0;
+  // Per forward (sizes in activations): one block buffer, reused by every block (a transition
+  // reads it into tmpA before its convolution overwrites it), two temporaries (conv0's output
+  // spans both: they are adjacent), and the scratchpad.
+  size_t featSize = 0, tmpASize = 0, tmpBSize = 0, scratchBytes = 0;
 };
 
 struct PlanKey {
@@ -241,7 +243,7 @@ struct DenseExecutor::Impl {
     tooSmall(h, w, "after conv0");
     p.n = n;
     p.conv0 = conv(c0, n, key.h, key.w, Tag::nhwc);  // oneDNN 2.6 has no fast nchw -> nhwc kernel
-    grow(p.tmpASize, n * h * w * c0.outChannels());
+    const int64_t stemSize = n * h * w * c0.outChannels();
     p.pool0 = maxPool(n, c0.outChannels(), h, w);
     h = outSize(h, spec.pool0Kernel, spec.pool0Stride, spec.pool0Padding);
     w = outSize(w, spec.pool0Kernel, spec.pool0Stride, spec.pool0Padding);
@@ -251,7 +253,7 @@ struct DenseExecutor::Impl {
       BlockPlan bp;
       bp.h = h, bp.w = w;
       const int64_t pixels = n * h * w;
-      grow(p.featSize[b % 2], pixels * block.outChannels());
+      grow(p.featSize, pixels * block.outChannels());
       for (const DenseLayerSpec& l : block.layers) {
         grow(p.tmpASize, pixels * l.conv1.inChannels());
         bp.conv1.push_back(conv(l.conv1, n, h, w, Tag::nhwc));
@@ -266,6 +268,7 @@ struct DenseExecutor::Impl {
       }
       p.blocks.push_back(std::move(bp));
     }
+    grow(p.tmpASize, stemSize - static_cast<int64_t>(p.tmpBSize));
     p.fc = linear(n);
     auto steps = [&](const std::function<void(const Step&)>& f) {
       f(p.conv0), f(p.pool0), f(p.fc);
@@ -355,13 +358,13 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   // thread has its own; nothing mutable is shared between calls). Reused from call to call: no
   // page faults per forward and no heap fragmentation; released by releaseThreadWorkspace().
   const int64_t bytes = actBytes(im.act);
-  const size_t sizes[5] = {p.featSize[0] * bytes, p.featSize[1] * bytes, p.tmpASize * bytes, p.tmpBSize * bytes, p.scratchBytes};
-  char* parts[5];
+  const size_t sizes[4] = {p.featSize * bytes, p.tmpASize * bytes, p.tmpBSize * bytes, p.scratchBytes};
+  char* parts[4];
   threadWorkspace().carve(sizes, parts);
-  char* feat[2] = {parts[0], parts[1]};
-  void* tmpA = parts[2];
-  void* tmpB = parts[3];
-  void* scratch = parts[4];
+  char* feat = parts[0];
+  void* tmpA = parts[1];  // conv0's output runs on into tmpB
+  void* tmpB = parts[2];
+  void* scratch = parts[3];
   const at::Tensor pooled = at::empty({n, spec.fcWeight.size(1)}, at::kFloat);
   at::Tensor logits = at::empty({n, spec.fcWeight.size(0)}, at::kFloat);
 
@@ -379,13 +382,13 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
   Timer timer(times);
   run(p.conv0, x.data_ptr(), tmpA);
   timer.lap("conv0 7x7 + relu");
-  run(p.pool0, tmpA, feat[0]);
+  run(p.pool0, tmpA, feat);
   timer.lap("max_pool 3x3");
   for (size_t b = 0; b < spec.blocks.size(); ++b) {
     const DenseBlockSpec& block = spec.blocks[b];
     const BlockPlan& bp = p.blocks[b];
     const int64_t pixels = n * bp.h * bp.w;
-    char* base = feat[b % 2];
+    char* base = feat;
     std::vector<Segment> segments{{base, block.inChannels}};
     int64_t channels = block.inChannels;
     for (size_t l = 0; l < block.layers.size(); ++l) {
@@ -403,7 +406,7 @@ at::Tensor DenseExecutor::forward(const at::Tensor& input, OpTimes* times) const
     if (block.hasTransition) {
       bnReluConcatAvgPool2(im.act, segments, n, bp.h, bp.w, f(block.transitionNorm.scale), f(block.transitionNorm.shift), tmpA);
       timer.lap("transition norm + relu + avg_pool");
-      run(bp.transition, tmpA, feat[(b + 1) % 2]);
+      run(bp.transition, tmpA, feat);  // the block's features are in tmpA now
       timer.lap("transition conv 1x1");
     } else {
       bnReluConcatMean(im.act, segments, n, bp.h * bp.w, f(spec.norm5.scale), f(spec.norm5.shift), f(pooled));
