@@ -170,4 +170,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Exec form: node is PID 1 and gets SIGTERM itself; the server drains in-flight requests and exits 0.
 STOPSIGNAL SIGTERM
-CMD ["node", "dist/src/server/main.js"]
+CMD ["node", "--max-semi-space-size=2", "dist/src/server/main.js"]

@@ -119,3 +119,16 @@ t.test('configFrom: overrides go through the same checks as the environment', as
     t.throws(() => configFrom(over), new RegExp(`^${variable}: `), `${JSON.stringify(over)} rejected`);
   }
 });
+
+t.test('npm start and the Dockerfile start the server with the process settings of src/config.ts', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { GLIBC_TUNABLES, NODE_FLAGS } = await import('../src/config.js');
+  const root = new URL('../', import.meta.url);
+  const start = (JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
+  t.ok(start.includes(`GLIBC_TUNABLES=\${GLIBC_TUNABLES:-${GLIBC_TUNABLES}}`), 'npm start: GLIBC_TUNABLES (an inherited value wins)');
+  t.ok(start.endsWith(`node ${NODE_FLAGS.join(' ')} dist/src/server/main.js`), 'npm start: node with NODE_FLAGS');
+  const dockerfile = readFileSync(new URL('Dockerfile', root), 'utf8');
+  t.ok(dockerfile.includes(`GLIBC_TUNABLES=${GLIBC_TUNABLES}\n`), 'Dockerfile: ENV GLIBC_TUNABLES');
+  const cmd = /^CMD (\[.*\])$/m.exec(dockerfile);
+  t.same(JSON.parse(cmd![1]!), ['node', ...NODE_FLAGS, 'dist/src/server/main.js'], 'Dockerfile: CMD node with NODE_FLAGS');
+});

@@ -2,7 +2,7 @@
  * The two servers `npm run bench` compares, each started as a child process on a free
  * 127.0.0.1 port and timed from spawn to the first GET /readyz 200:
  * - densenet-serve as `npm start` runs it (node dist/src/server/main.js, NODE_ENV=production,
- *   the allocator settings of npm start and the Dockerfile);
+ *   the allocator settings and V8 flags of npm start and the Dockerfile);
  * - the Python baseline (scripts/baseline/server.py) under gunicorn, with Debian's Python.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { GLIBC_TUNABLES } from '../../../src/config.js';
+import { GLIBC_TUNABLES, NODE_FLAGS } from '../../../src/config.js';
 import { run } from '../exec.js';
 import { findTorchPython } from '../python.js';
 
@@ -147,7 +147,7 @@ export async function startServe(modelPath: string, extraEnv: Record<string, str
     MODEL_PATH: resolve(ROOT, modelPath),
     ...extraEnv,
   };
-  return start('densenet-serve', process.execPath, [SERVER_ENTRY], env, port);
+  return start('densenet-serve', process.execPath, [...NODE_FLAGS, SERVER_ENTRY], env, port);
 }
 
 export const BASELINE_ARGS = ['-m', 'gunicorn', '-w', '1', '--threads', '4'];
