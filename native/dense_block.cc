@@ -268,7 +268,7 @@ struct DenseExecutor::Impl {
       }
       p.blocks.push_back(std::move(bp));
     }
-    grow(p.tmpASize, stemSize - static_cast<int64_t>(p.tmpBSize));
+    grow(p.tmpASize, std::max<int64_t>(0, stemSize - static_cast<int64_t>(p.tmpBSize)));
     p.fc = linear(n);
     auto steps = [&](const std::function<void(const Step&)>& f) {
       f(p.conv0), f(p.pool0), f(p.fc);

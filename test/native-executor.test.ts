@@ -1,7 +1,7 @@
 // The DenseNet executor (native/dense_block.h) on graphs other than the default model: a small
 // torchvision DenseNet with non-trivial batch-norm statistics (the default model's random-init
 // BNs are identities, which would hide a wrong scale/shift), odd feature-map sizes, a batch of
-// 3; a network that is not a DenseNet (the plain graph runs, info says why); and the C++
+// 3; one whose stem is narrower than its bottlenecks; a network that is not a DenseNet (the plain graph runs, info says why); and the C++
 // driver's --no-dense-executor switch (same logits as the executor, plain graph in its info).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ const dir = await mkdtemp(join(tmpdir(), 'native-executor-'));
 t.teardown(() => rm(dir, { recursive: true, force: true }));
 const small = join(dir, 'small-densenet.pt');
 const notDense = join(dir, 'not-densenet.pt');
+const narrowStem = join(dir, 'narrow-stem-densenet.pt');
 await pythonRun(`
 import torch, torchvision
 torch.manual_seed(0)
@@ -29,6 +30,9 @@ with torch.no_grad():
         if isinstance(mod, torch.nn.Linear):
             mod.bias.uniform_(-0.1, 0.1)
     torch.jit.freeze(torch.jit.trace(m, torch.rand(1, 3, 72, 72))).save(${JSON.stringify(small)})
+    # conv0's output (4 channels at 4x the pixels) is smaller than a bottleneck (64 channels)
+    narrow = torchvision.models.DenseNet(growth_rate=16, block_config=(2, 2), num_init_features=4, bn_size=4, num_classes=5).eval()
+    torch.jit.freeze(torch.jit.trace(narrow, torch.rand(1, 3, 64, 64))).save(${JSON.stringify(narrowStem)})
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
     torch.jit.freeze(torch.jit.trace(net, torch.rand(1, 3, 16, 16))).save(${JSON.stringify(notDense)})
 `);
@@ -51,6 +55,16 @@ t.test('a small DenseNet with real batch-norm statistics matches Python torch (7
   const [ref64] = await pythonForward(small, [{ data: x, shape: [2, 3, 64, 64] }]);
   const diff = maxAbsDiff((await m.forward(x, [2, 3, 64, 64])).data, ref64!);
   t.ok(diff <= 1e-4, `64x64 b2: max abs diff ${diff.toExponential(2)} <= 1e-4`);
+});
+
+t.test('a DenseNet whose stem is narrower than its bottlenecks (workspace sizing) matches Python torch', async (t) => {
+  const m = await Model.load(narrowStem, { threads: 1, inputShape: [3, 64, 64] });
+  t.teardown(() => m.dispose());
+  t.ok(m.info.optimizations.includes('dense_executor(2 blocks, 4 layers)'), m.info.optimizations.join(', '));
+  const x = seededInput(2 * 3 * 64 * 64, 62);
+  const [ref] = await pythonForward(narrowStem, [{ data: x, shape: [2, 3, 64, 64] }]);
+  const diff = maxAbsDiff((await m.forward(x, [2, 3, 64, 64])).data, ref!);
+  t.ok(diff <= 1e-4, `b2: max abs diff ${diff.toExponential(2)} <= 1e-4`);
 });
 
 t.test('a network that is not a DenseNet runs the plain graph and says why', async (t) => {
