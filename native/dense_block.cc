@@ -237,7 +237,9 @@ struct DenseExecutor::Impl {
                                  " is too small for this DenseNet: Output size is too small (" + std::to_string(h) + "x" +
                                  std::to_string(w) + " " + where + ")");
     };
-    auto grow = [](size_t& slot, int64_t size) { slot = std::max(slot, static_cast<size_t>(size)); };
+    auto grow = [](size_t& slot, int64_t size) {  // sizes may come out negative: they ask for nothing
+      if (size > 0) slot = std::max(slot, static_cast<size_t>(size));
+    };
     const ConvSpec& c0 = spec.conv0;
     int64_t h = outSize(key.h, c0.kernel(), c0.stride, c0.padding), w = outSize(key.w, c0.kernel(), c0.stride, c0.padding);
     tooSmall(h, w, "after conv0");
@@ -268,7 +270,7 @@ struct DenseExecutor::Impl {
       }
       p.blocks.push_back(std::move(bp));
     }
-    grow(p.tmpASize, std::max<int64_t>(0, stemSize - static_cast<int64_t>(p.tmpBSize)));
+    grow(p.tmpASize, stemSize - static_cast<int64_t>(p.tmpBSize));  // conv0's output runs on into tmpB
     p.fc = linear(n);
     auto steps = [&](const std::function<void(const Step&)>& f) {
       f(p.conv0), f(p.pool0), f(p.fc);

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { ConfigError, configFrom, loadConfig } from '../src/config.js';
+import { readFileSync } from 'node:fs';
+import { ConfigError, GLIBC_TUNABLES, NODE_FLAGS, configFrom, loadConfig } from '../src/config.js';
 
 t.test('defaults', async (t) => {
   const c = loadConfig({});
@@ -121,8 +122,6 @@ t.test('configFrom: overrides go through the same checks as the environment', as
 });
 
 t.test('npm start and the Dockerfile start the server with the process settings of src/config.ts', async (t) => {
-  const { readFileSync } = await import('node:fs');
-  const { GLIBC_TUNABLES, NODE_FLAGS } = await import('../src/config.js');
   const root = new URL('../', import.meta.url);
   const start = (JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
   t.ok(start.includes(`GLIBC_TUNABLES=\${GLIBC_TUNABLES:-${GLIBC_TUNABLES}}`), 'npm start: GLIBC_TUNABLES (an inherited value wins)');

@@ -1,11 +1,11 @@
 /**
  * The real image: builds the project's Dockerfile (unchanged; only the base images are build args,
- * pointing at an offline stand-in made here with the Node major the Dockerfile ships), runs it on 127.0.0.1, waits for /readyz, classifies
- * an image, checks the user is not root, the health check and allocator setting, that a CPU
- * image ships nothing of third_party/ and ran its build-time smoke forward, then sends SIGTERM
- * (docker stop) and expects a clean exit 0. Prints the image size and the time from `docker run`
- * to /readyz 200. A second build from a copy of the context with one source file changed must
- * take the exported model from the layer cache.
+ * pointing at an offline stand-in made here with the Node major the Dockerfile ships), runs it on
+ * 127.0.0.1, checks it runs that Node, waits for /readyz, classifies an image, checks the user is
+ * not root, the health check and allocator setting, that a CPU image ships nothing of third_party/
+ * and ran its build-time smoke forward, then sends SIGTERM (docker stop) and expects a clean exit 0.
+ * Prints the image size and the time from `docker run` to /readyz 200. A second build from a copy
+ * of the context with one source file changed must take the exported model from the layer cache.
  *
  * Slow the first time (apt installs libtorch in the build and runtime stages, ~10-20 min on
  * 2 cores); Docker's layer cache makes reruns take a few minutes. Needs docker.io and debootstrap

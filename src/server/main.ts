@@ -6,9 +6,9 @@
  *
  * Process-level settings this file cannot make for itself (they must be in the environment
  * before Node starts; the Dockerfile and `npm run bench` set them):
- * - GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483648:glibc.malloc.arena_max=1
- *   (stable forward timings, lower RSS: docs/design.md#allocator-settings).
- * - node --max-semi-space-size=2 (NODE_FLAGS in config.ts: lower RSS under load).
+ * - GLIBC_TUNABLES (the constant in config.ts: stable forward timings, lower RSS:
+ *   docs/design.md#allocator-settings);
+ * - node's NODE_FLAGS (config.ts: lower RSS under load, docs/design.md#memory).
  * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
  *   late; the default 4 is what the thread budget of preprocess.ts (configureImageThreads) assumes.
  */

