@@ -193,3 +193,21 @@ export async function waitForHttp(url: string, timeoutMs: number, isDone: () => 
   }
   throw new Error(`${url} did not answer 2xx within ${timeoutMs} ms (last: ${last})`);
 }
+
+/** One step of a classic (non-BuildKit) `docker build` log: its instruction line and what it printed. */
+export interface BuildStep {
+  instruction: string;
+  output: string;
+  cached: boolean;
+}
+
+export function buildSteps(stdout: string): BuildStep[] {
+  return stdout
+    .split(/^Step \d+\/\d+ : /m)
+    .slice(1)
+    .map((s) => {
+      const [instruction = '', ...rest] = s.split('\n');
+      const output = rest.join('\n');
+      return { instruction, output, cached: /^ *---> Using cache\s*$/m.test(output) };
+    });
+}
