@@ -31,9 +31,10 @@ class Workspace {
  public:
   ~Workspace() { release(); }
   // Points parts[i] at sizes[i] bytes each (64-byte aligned), growing the mapping if needed.
-  void carve(const size_t (&sizes)[4], char* (&parts)[4]) {
+  template <size_t N>
+  void carve(const size_t (&sizes)[N], char* (&parts)[N]) {
     size_t total = 0;
-    for (size_t s : sizes) total += (std::max<size_t>(s, 64) + 63) / 64 * 64;
+    for (size_t s : sizes) total += padded(s);
     if (total > size_) {
       release();
       void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -42,9 +43,9 @@ class Workspace {
       size_ = total;
     }
     char* at = base_;
-    for (size_t i = 0; i < 4; ++i) {
+    for (size_t i = 0; i < N; ++i) {
       parts[i] = at;
-      at += (std::max<size_t>(sizes[i], 64) + 63) / 64 * 64;
+      at += padded(sizes[i]);
     }
   }
   void release() {
@@ -54,6 +55,7 @@ class Workspace {
   }
 
  private:
+  static size_t padded(size_t bytes) { return (std::max<size_t>(bytes, 64) + 63) / 64 * 64; }
   char* base_ = nullptr;
   size_t size_ = 0;
 };

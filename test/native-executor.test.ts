@@ -2,7 +2,8 @@
 // torchvision DenseNet with non-trivial batch-norm statistics (the default model's random-init
 // BNs are identities, which would hide a wrong scale/shift), odd feature-map sizes, a batch of
 // 3; one whose stem is narrower than its bottlenecks (workspace sizing); a network that is not a
-// DenseNet (the plain graph runs, info says why); and the C++ driver's --no-dense-executor switch (same logits as the executor, plain graph in its info).
+// DenseNet (the plain graph runs, info says why); and the C++ driver's --no-dense-executor switch
+// (same logits as the executor, plain graph in its info).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -8,7 +8,7 @@
  * before Node starts; the Dockerfile and `npm run bench` set them):
  * - GLIBC_TUNABLES (the constant in config.ts: stable forward timings, lower RSS:
  *   docs/design.md#allocator-settings);
- * - node's NODE_FLAGS (config.ts: lower RSS under load, docs/design.md#memory).
+ * - node's NODE_FLAGS (config.ts: lower RSS under load, docs/design.md#memory);
  * - UV_THREADPOOL_SIZE: the libuv pool starts while modules load, so setting it here is too
  *   late; the default 4 is what the thread budget of preprocess.ts (configureImageThreads) assumes.
  */
